@@ -1,0 +1,97 @@
+"""Input validation shared by the library: every bad input gets a ValueError that names the fix.
+
+Internal module; the public functions of each module call these helpers first.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def as_array(x, name: str, ndim=None, dtype=np.float64, allow_empty: bool = False) -> np.ndarray:
+    """``x`` as a finite numpy array of ``dtype`` with ``ndim`` dimensions (an int or a tuple)."""
+    try:
+        if hasattr(x, "detach"):  # torch tensor
+            x = x.detach().cpu().numpy()
+        arr = np.asarray(x, dtype=dtype)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be a numeric array; could not convert it ({exc}).") from None
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+        if arr.ndim not in allowed:
+            want = " or ".join(str(a) for a in allowed)
+            raise ValueError(
+                f"{name} must have {want} dimension(s) but has shape {arr.shape}; reshape it "
+                f"(e.g. x.reshape(-1) or x[None, :])."
+            )
+    if not allow_empty and arr.size == 0:
+        raise ValueError(f"{name} is empty (shape {arr.shape}); pass at least one element.")
+    if np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
+        bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
+        raise ValueError(
+            f"{name} has {bad} non-finite value(s) (NaN or inf); remove or impute them first."
+        )
+    return arr
+
+
+def check_distributions(P, name: str, atol: float = 1e-6) -> np.ndarray:
+    """``P`` of shape (n, V) (or (V,)) whose rows are probability distributions, as float64."""
+    P = as_array(P, name, ndim=(1, 2))
+    if np.any(P < -atol):
+        raise ValueError(f"{name} has negative entries (min {P.min():.3g}); rows must be probability distributions.")
+    sums = P.sum(axis=-1)
+    worst = float(np.max(np.abs(sums - 1.0)))
+    if worst > atol:
+        raise ValueError(
+            f"rows of {name} must sum to 1 but one sums to {float(np.atleast_1d(sums)[np.argmax(np.abs(np.atleast_1d(sums) - 1))]):.6g}; "
+            "normalise them (P / P.sum(-1, keepdims=True)) or pass probabilities, not logits."
+        )
+    return np.clip(P, 0.0, None)
+
+
+def check_weights(weights, n: int, name: str = "weights") -> np.ndarray:
+    """Non-negative weights of shape (n,), normalised to sum to 1; ``None`` means uniform."""
+    if weights is None:
+        return np.full(n, 1.0 / n)
+    w = as_array(weights, name, ndim=1)
+    if w.shape[0] != n:
+        raise ValueError(f"{name} has length {w.shape[0]} but there are {n} rows; pass one weight per row.")
+    if np.any(w < 0):
+        raise ValueError(f"{name} has negative entries; weights must be non-negative.")
+    total = w.sum()
+    if total <= 0:
+        raise ValueError(f"{name} sum to 0; at least one weight must be positive.")
+    return w / total
+
+
+def check_labels(y, n: int, name: str = "y", n_classes=None) -> tuple[np.ndarray, np.ndarray]:
+    """Integer labels of shape (n,) with at least two classes; returns (codes 0..K-1, classes)."""
+    if hasattr(y, "detach"):
+        y = y.detach().cpu().numpy()
+    y = np.asarray(y)
+    if y.ndim != 1:
+        raise ValueError(f"{name} must be one label per row, shape ({n},), but has shape {y.shape}.")
+    if y.shape[0] != n:
+        raise ValueError(f"{name} has {y.shape[0]} labels but X has {n} rows; pass one label per row.")
+    if n == 0:
+        raise ValueError(f"{name} is empty; pass at least one example of each of two classes.")
+    if y.dtype.kind == "f" and not np.all(np.isfinite(y)):
+        raise ValueError(f"{name} has NaN or inf labels; remove those rows first.")
+    classes, codes = np.unique(y, return_inverse=True)
+    if classes.shape[0] < 2:
+        raise ValueError(
+            f"{name} has only one class ({classes[0]!r}); a classifier needs examples of at least two classes."
+        )
+    if n_classes is not None and classes.shape[0] != n_classes:
+        raise ValueError(f"{name} has {classes.shape[0]} classes but {n_classes} were expected.")
+    return codes.astype(np.int64), classes
+
+
+def check_positive(x, name: str) -> float:
+    """A finite, strictly positive float."""
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a positive number, got {x!r}.") from None
+    if not np.isfinite(x) or x <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {x!r}.")
+    return x

@@ -1,0 +1,398 @@
+r"""Synthetic languages whose true next-word distribution $p^*$ is known exactly.
+
+Two languages, both numpy only (float64 throughout):
+
+:class:`ContextLanguage`
+    A finite table: contexts $s \in \{0, \dots, n-1\}$ with weights $p_L(s)$ and a next-word
+    distribution $p^*(\cdot|s)$ per context. The optimal cross-entropy is an entropy,
+    $\ell^*_{xent} = \sum_s p_L(s)\, H(p^*(\cdot|s))$.
+:class:`HMMLanguage`
+    A hidden Markov model over a vocabulary; $p^*(\cdot|w_{1:L})$ comes from the forward
+    algorithm, vectorised over prefixes.
+
+Both ``random`` constructors plant a label (a class per context, a label group per hidden
+state) that a few *indicative words* reveal, so that natural tasks exist: the classifier
+$v = B(\mathbf 1_{\text{words of class 1}} - \mathbf 1_{\text{words of class 0}})$ applied to
+$p^*(\cdot|s)$ already separates the classes, as in the paper's ":)" vs ":(" example.
+
+Word ids, context ids and states are ints starting at 0. Every function draws randomness from
+``np.random.default_rng(seed)``: the same seed gives identical output.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ._checks import as_array, check_distributions, check_positive
+
+__all__ = ["ContextLanguage", "HMMLanguage"]
+
+
+# ----------------------------------------------------------------------------- helpers
+def _check_int(x, name: str, low: int = 1) -> int:
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, np.integer)):
+        raise ValueError(f"{name} must be an int >= {low}, got {x!r}.")
+    if x < low:
+        raise ValueError(f"{name} must be >= {low}, got {x}; pass a larger {name}.")
+    return int(x)
+
+
+def _check_fraction(x, name: str) -> float:
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number in [0, 1], got {x!r}.") from None
+    if not 0.0 <= x <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], got {x}; pass a probability.")
+    return x
+
+
+def _check_ids(x, name: str, high: int, what: str, ndim=1, allow_empty_rows: bool = False) -> np.ndarray:
+    """Integer ids in ``0..high-1`` as int64; ``what`` names the id (e.g. 'word' or 'context')."""
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    arr = np.asarray(x)
+    allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+    if arr.ndim not in allowed:
+        want = " or ".join(str(a) for a in allowed)
+        raise ValueError(f"{name} must have {want} dimension(s) but has shape {arr.shape}; "
+                         "pass one row per prefix, e.g. x[None, :] for a single prefix.")
+    if arr.shape[0] == 0 or (arr.size == 0 and not allow_empty_rows):
+        raise ValueError(f"{name} is empty (shape {arr.shape}); pass at least one {what} id.")
+    if arr.size and arr.dtype.kind not in "iu":
+        if arr.dtype.kind not in "fb" or not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
+            raise ValueError(f"{name} must hold integer {what} ids, got dtype {arr.dtype}; "
+                             "pass ids, not probabilities or strings.")
+    arr = arr.astype(np.int64)
+    if arr.size and (arr.min() < 0 or arr.max() >= high):
+        bad = int(arr.min()) if arr.min() < 0 else int(arr.max())
+        raise ValueError(f"{name} has {what} id {bad}, outside 0..{high - 1} (unknown {what}); "
+                         f"map unknown {what}s to a valid id before calling.")
+    return arr
+
+
+def _rows(P, name: str) -> np.ndarray:
+    P = check_distributions(P, name)
+    return P / P.sum(axis=-1, keepdims=True)
+
+
+def _entropy(P: np.ndarray) -> np.ndarray:
+    """Row entropies $-\\sum_w p_w \\log p_w$ in nats, with $0 \\log 0 = 0$; (n, V) -> (n,)."""
+    logP = np.log(np.where(P > 0, P, 1.0))
+    return -np.einsum("nv,nv->n", P, logP)
+
+
+def _draw(cdf: np.ndarray, rows: np.ndarray, rng) -> np.ndarray:
+    """One draw from each categorical ``cdf[rows[i]]``, vectorised.
+
+    ``cdf`` is the row-wise cumulative sum (K, V) with last column 1. Row k's cdf plus k lies in
+    (k, k+1], so one ``searchsorted`` on the flattened (cdf + k) serves every row at once.
+    """
+    K, V = cdf.shape
+    flat = (cdf + np.arange(K)[:, None]).ravel()
+    u = rng.random(rows.shape)
+    idx = np.searchsorted(flat, rows + u, side="right") - rows * V
+    return np.clip(idx, 0, V - 1)
+
+
+def _cdf(P: np.ndarray) -> np.ndarray:
+    c = np.cumsum(P, axis=-1)
+    c[..., -1] = 1.0
+    return c
+
+
+def _planted_rows(rng, labels, vocab_size, label_strength, words_per_class, alpha):
+    r"""Rows $(1-\lambda_i) q_i + \lambda_i r_i$ (smoothed) and the indicative words (K, k).
+
+    $q_i \sim \mathrm{Dir}(\alpha V u)$ with $u$ a Zipf unigram over permuted words (background
+    text); $r_i \sim \mathrm{Dir}(\mathbf 1_k)$ on the $k$ indicative words of row i's class;
+    $\lambda_i \sim \mathrm{Beta}(4m, 4(1-m))$ with mean $m$ = ``label_strength`` (exactly m at 0, 1).
+    """
+    K = int(labels.max()) + 1
+    V = vocab_size
+    k = words_per_class if words_per_class is not None else max(1, V // (4 * K))
+    k = _check_int(k, "words_per_class")
+    if K * k > V:
+        raise ValueError(f"{K} classes x {k} words_per_class = {K * k} indicative words but vocab_size "
+                         f"is {V}; lower words_per_class or raise vocab_size.")
+    perm = rng.permutation(V)
+    indicative = np.sort(perm[: K * k].reshape(K, k), axis=1)
+    u = np.empty(V)
+    u[rng.permutation(V)] = 1.0 / np.arange(1, V + 1)
+    u /= u.sum()
+    n = labels.shape[0]
+    q = rng.dirichlet(alpha * V * u, size=n)
+    r = np.zeros((n, V))
+    np.put_along_axis(r, indicative[labels], rng.dirichlet(np.ones(k), size=n), axis=1)
+    m = label_strength
+    lam = np.full(n, m) if m in (0.0, 1.0) else rng.beta(4 * m, 4 * (1 - m), size=n)
+    P = (1 - lam)[:, None] * q + lam[:, None] * r
+    P = (1 - 1e-3) * P + 1e-3 / V  # every word has probability >= 1e-3 / V: log p* is finite
+    return P / P.sum(axis=1, keepdims=True), indicative
+
+
+def _balanced_labels(rng, n: int, K: int) -> np.ndarray:
+    return rng.permutation(np.arange(n) % K).astype(np.int64)
+
+
+# ----------------------------------------------------------------------------- context table
+class ContextLanguage:
+    r"""A finite language: contexts $s$ with weights $p_L(s)$ and next-word rows $p^*(\cdot|s)$.
+
+    Parameters
+    ----------
+    p_context : (n,) distribution $p_L$ over the n contexts.
+    p_next : (n, V) rows $p^*(\cdot|s)$, each a distribution over the V words.
+    labels : (n,) ints in 0..K-1 with at least two classes, or None. The class of each context
+        (the downstream task "y = class of s").
+
+    Attributes: ``n_contexts``, ``vocab_size``, ``p_context``, ``p_next``, ``labels``,
+    ``n_classes`` (0 without labels), ``indicative_words`` ((K, k) from :meth:`random`, else None).
+    """
+
+    def __init__(self, p_context, p_next, labels=None):
+        self.p_context = _rows(as_array(p_context, "p_context", ndim=1), "p_context")
+        self.p_next = _rows(as_array(p_next, "p_next", ndim=2), "p_next")
+        n, V = self.p_next.shape
+        if self.p_context.shape[0] != n:
+            raise ValueError(f"p_context has {self.p_context.shape[0]} entries but p_next has {n} rows; "
+                             "pass one weight per context (row of p_next).")
+        self.n_contexts, self.vocab_size = n, V
+        self.labels, self.n_classes, self.indicative_words = None, 0, None
+        if labels is not None:
+            y = _check_ids(labels, "labels", high=np.iinfo(np.int64).max, what="label")
+            if y.shape[0] != n:
+                raise ValueError(f"labels has {y.shape[0]} entries but there are {n} contexts; "
+                                 "pass one label per context.")
+            if np.unique(y).shape[0] < 2:
+                raise ValueError("labels has only one class; a task needs at least two classes.")
+            self.labels, self.n_classes = y, int(y.max()) + 1
+
+    @classmethod
+    def random(cls, n_contexts: int, vocab_size: int, seed=0, n_classes: int = 2,
+               label_strength: float = 0.5, words_per_class=None, alpha: float = 0.5) -> "ContextLanguage":
+        r"""A random language with planted classes.
+
+        Contexts get balanced classes $y_s$. Class c owns ``words_per_class`` indicative words
+        (default $\max(1, \lfloor V / 4K \rfloor)$), disjoint across classes. Each row is
+        $p^*(\cdot|s) = (1-\lambda_s)\, q_s + \lambda_s\, r_s$, smoothed by $10^{-3}$ uniform mass:
+        $q_s \sim \mathrm{Dir}(\alpha V u)$ is background text around a Zipf unigram $u$ (small
+        ``alpha``: peaked, low-entropy rows), $r_s \sim \mathrm{Dir}(\mathbf 1)$ spreads over the
+        indicative words of class $y_s$, and the label signal
+        $\lambda_s \sim \mathrm{Beta}(4m, 4(1-m))$ has mean $m$ = ``label_strength`` in [0, 1]
+        (the knob: 0 = words carry no label information, 1 = only indicative words).
+        Contexts with small $\lambda_s$ are genuinely ambiguous, so the task is not trivial.
+        $p_L \sim \mathrm{Dir}(5 \cdot \mathbf 1)$, mildly non-uniform.
+
+        Measured $\tau$ (logistic loss, $p_L$-weighted, best $\|v\|_\infty \le B$ with a bias; K = 2,
+        n = 200-1000 contexts, V = 50-1000 words; the indicative-word classifier
+        $v = B(\mathbf 1_{W_1} - \mathbf 1_{W_0})$ comes within 0.03 of it):
+
+        ==============  =========  =========  =============
+        label_strength  tau, B=1   tau, B=5   accuracy of v
+        ==============  =========  =========  =============
+        0.2             0.58-0.60  0.31-0.40  0.77-0.91
+        0.5 (default)   0.46-0.48  0.10-0.12  0.96-1.00
+        0.8             0.37       0.02-0.03  1.00
+        ==============  =========  =========  =============
+        """
+        n = _check_int(n_contexts, "n_contexts")
+        V = _check_int(vocab_size, "vocab_size")
+        K = _check_int(n_classes, "n_classes", low=2)
+        if n < K:
+            raise ValueError(f"n_contexts={n} is smaller than n_classes={K}; pass n_contexts >= n_classes.")
+        m = _check_fraction(label_strength, "label_strength")
+        rng = np.random.default_rng(seed)
+        y = _balanced_labels(rng, n, K)
+        P, indicative = _planted_rows(rng, y, V, m, words_per_class, check_positive(alpha, "alpha"))
+        lang = cls(rng.dirichlet(np.full(n, 5.0)), P, y)
+        lang.indicative_words = indicative
+        return lang
+
+    def sample_contexts(self, n: int, seed=None) -> np.ndarray:
+        """n context ids drawn i.i.d. from $p_L$; int64 (n,)."""
+        n = _check_int(n, "n")
+        rng = np.random.default_rng(seed)
+        return _draw(_cdf(self.p_context[None]), np.zeros(n, dtype=np.int64), rng)
+
+    def sample(self, n: int, length: int = 2, seed=None) -> np.ndarray:
+        r"""n rows of int64 (n, length): column 0 is a context id $s \sim p_L$, columns 1..length-1
+        are i.i.d. next words $w \sim p^*(\cdot|s)$ (each a fresh draw given the same s, *not* a
+        continuation of a text). ``length=2`` gives the (s, w) pairs of the cross-entropy."""
+        n = _check_int(n, "n")
+        length = _check_int(length, "length")
+        rng = np.random.default_rng(seed)
+        out = np.empty((n, length), dtype=np.int64)
+        out[:, 0] = _draw(_cdf(self.p_context[None]), np.zeros(n, dtype=np.int64), rng)
+        if length > 1:
+            rows = np.repeat(out[:, :1], length - 1, axis=1)
+            out[:, 1:] = _draw(_cdf(self.p_next), rows, rng)
+        return out
+
+    def _contexts(self, prefixes) -> np.ndarray:
+        s = _check_ids(prefixes, "prefixes", self.n_contexts, "context", ndim=(1, 2))
+        return s if s.ndim == 1 else s[:, 0]
+
+    def next_word_dist(self, prefixes) -> np.ndarray:
+        """$p^*(\\cdot|s)$ (n, V) for context ids (n,), or rows (n, L) whose column 0 is the id
+        (as returned by :meth:`sample`; the other columns are ignored)."""
+        return self.p_next[self._contexts(prefixes)]
+
+    def optimal_xent(self, contexts=None, weights=None) -> float:
+        r"""Exact $\ell^*_{xent} = \sum_s w_s H(p^*(\cdot|s))$ in nats.
+
+        contexts : (m,) ids, or None for all contexts. weights : (m,) non-negative, normalised here;
+        default $p_L$ when ``contexts`` is None, else uniform over the given (e.g. sampled) contexts.
+        """
+        if contexts is None:
+            s = np.arange(self.n_contexts)
+            w = self.p_context if weights is None else weights
+        else:
+            s = self._contexts(contexts)
+            w = np.ones(s.shape[0]) if weights is None else weights
+        w = as_array(w, "weights", ndim=1)
+        if w.shape[0] != s.shape[0]:
+            raise ValueError(f"weights has {w.shape[0]} entries but there are {s.shape[0]} contexts; "
+                             "pass one weight per context.")
+        if np.any(w < 0) or w.sum() <= 0:
+            raise ValueError("weights must be non-negative with a positive sum.")
+        return float(np.dot(w / w.sum(), _entropy(self.p_next[s])))
+
+    def natural_task(self):
+        """The planted task: (contexts (n_contexts,) = 0..n-1, y (n_contexts,) = labels, weights $p_L$)."""
+        if self.labels is None:
+            raise ValueError("this language has no labels; pass labels=... or use ContextLanguage.random.")
+        return np.arange(self.n_contexts), self.labels.copy(), self.p_context.copy()
+
+
+
+# ----------------------------------------------------------------------------- HMM
+class HMMLanguage:
+    r"""A hidden Markov model over words: $z_1 \sim \pi_0$, $z_{t+1} \sim A[z_t]$, $w_t \sim E[z_t]$.
+
+    Parameters
+    ----------
+    initial : (S,) distribution $\pi_0$ of the first hidden state.
+    transition : (S, S) row-stochastic $A[i, j] = P(z_{t+1} = j | z_t = i)$.
+    emission : (S, V) row-stochastic $E[z, w] = P(w_t = w | z_t = z)$.
+    state_labels : (S,) ints in 0..K-1 (at least two labels), or None: the latent label of each
+        state (e.g. the sentiment component of the hidden state).
+
+    Prefixes are int arrays (n, L) of word ids, all of the same length L >= 0; a prefix of length 0
+    (shape (n, 0)) conditions on nothing, so $p^*(\cdot) = \pi_0 E$. Group prefixes by length.
+
+    Attributes: ``n_states``, ``vocab_size``, ``initial``, ``transition``, ``emission``,
+    ``state_labels``, ``n_labels`` (0 without labels), ``indicative_words`` ((K, k) or None).
+    """
+
+    def __init__(self, initial, transition, emission, state_labels=None):
+        self.initial = _rows(as_array(initial, "initial", ndim=1), "initial")
+        self.transition = _rows(as_array(transition, "transition", ndim=2), "transition")
+        self.emission = _rows(as_array(emission, "emission", ndim=2), "emission")
+        S = self.initial.shape[0]
+        if self.transition.shape != (S, S):
+            raise ValueError(f"transition has shape {self.transition.shape} but initial has {S} states; "
+                             f"pass a square ({S}, {S}) matrix.")
+        if self.emission.shape[0] != S:
+            raise ValueError(f"emission has {self.emission.shape[0]} rows but initial has {S} states; "
+                             "pass one emission row per state.")
+        self.n_states, self.vocab_size = S, self.emission.shape[1]
+        self._ET = np.ascontiguousarray(self.emission.T)  # (V, S): row w is E[:, w]
+        self.state_labels, self.n_labels, self.indicative_words = None, 0, None
+        if state_labels is not None:
+            g = _check_ids(state_labels, "state_labels", high=np.iinfo(np.int64).max, what="label")
+            if g.shape[0] != S:
+                raise ValueError(f"state_labels has {g.shape[0]} entries but there are {S} states; "
+                                 "pass one label per state.")
+            if np.unique(g).shape[0] < 2:
+                raise ValueError("state_labels has only one label; a task needs at least two labels.")
+            self.state_labels, self.n_labels = g, int(g.max()) + 1
+
+    @classmethod
+    def random(cls, n_states: int, vocab_size: int, seed=0, n_labels: int = 2, stickiness: float = 0.95,
+               label_strength: float = 0.5, words_per_label=None, alpha: float = 0.5) -> "HMMLanguage":
+        r"""A random HMM with a planted, sticky latent label.
+
+        States are split into ``n_labels`` balanced groups (``state_labels``). Transitions keep the
+        label with probability ``stickiness``: row i of A puts mass ``stickiness`` on the states of
+        its own group and ``1 - stickiness`` on the others, each part spread by a
+        $\mathrm{Dir}(\mathbf 1)$ draw, so the label switches about every $1/(1-\text{stickiness})$
+        words. Emission rows are planted exactly as in :meth:`ContextLanguage.random` (background
+        text $q_z$ plus, with weight $\lambda_z$ of mean ``label_strength``, the indicative words of
+        the state's label), so the words reveal the label. $\pi_0 \sim \mathrm{Dir}(\mathbf 1)$.
+        """
+        S = _check_int(n_states, "n_states")
+        V = _check_int(vocab_size, "vocab_size")
+        K = _check_int(n_labels, "n_labels", low=2)
+        if S < K:
+            raise ValueError(f"n_states={S} is smaller than n_labels={K}; pass n_states >= n_labels.")
+        stick = _check_fraction(stickiness, "stickiness")
+        m = _check_fraction(label_strength, "label_strength")
+        rng = np.random.default_rng(seed)
+        g = _balanced_labels(rng, S, K)
+        same = g[:, None] == g[None, :]
+        D = rng.dirichlet(np.ones(S), size=S)
+        A = np.where(same, stick * D / (D * same).sum(1, keepdims=True),
+                     (1 - stick) * D / (D * ~same).sum(1, keepdims=True))
+        E, indicative = _planted_rows(rng, g, V, m, words_per_label, check_positive(alpha, "alpha"))
+        hmm = cls(rng.dirichlet(np.ones(S)), A, E, g)
+        hmm.indicative_words = indicative
+        return hmm
+
+    def sample(self, n: int, length: int, seed=None, return_states: bool = False):
+        """n texts of ``length`` words, int64 (n, length); with ``return_states`` also the hidden
+        states (n, length) that emitted them. Vectorised over n, a loop over time."""
+        n = _check_int(n, "n")
+        length = _check_int(length, "length")
+        rng = np.random.default_rng(seed)
+        A_cdf, E_cdf = _cdf(self.transition), _cdf(self.emission)
+        z = np.empty((n, length), dtype=np.int64)
+        z[:, 0] = _draw(_cdf(self.initial[None]), np.zeros(n, dtype=np.int64), rng)
+        for t in range(1, length):
+            z[:, t] = _draw(A_cdf, z[:, t - 1], rng)
+        w = _draw(E_cdf, z, rng)
+        return (w, z) if return_states else w
+
+    def next_state_posterior(self, prefixes) -> np.ndarray:
+        r"""$P(z_{L+1} = \cdot \,|\, w_{1:L})$ (n, S): the state that will emit the next word.
+
+        Scaled forward algorithm: $\pi_0$ given; for $t = 1..L$,
+        $\pi_t \propto (\pi_{t-1} \odot E[:, w_t])\, A$, normalised at every step so that long
+        prefixes never underflow (the normaliser is $p^*(w_t | w_{<t})$). Vectorised over the
+        n prefixes: each step is a gather and an (n, S) x (S, S) product.
+        """
+        w = _check_ids(prefixes, "prefixes", self.vocab_size, "word", ndim=2, allow_empty_rows=True)
+        pi = np.repeat(self.initial[None], w.shape[0], axis=0)
+        for t in range(w.shape[1]):
+            pi *= self._ET[w[:, t]]
+            c = pi.sum(axis=1, keepdims=True)
+            if np.any(c <= 0):
+                bad = int(np.flatnonzero(c[:, 0] <= 0)[0])
+                raise ValueError(f"prefix {bad} has probability 0 under this HMM (word {int(w[bad, t])} at "
+                                 f"position {t} cannot be emitted); drop it or smooth the emission matrix.")
+            pi = (pi / c) @ self.transition
+        return pi
+
+    def next_word_dist(self, prefixes) -> np.ndarray:
+        r"""Exact $p^*(\cdot|w_{1:L}) = P(z_{L+1}|w_{1:L})\, E$, shape (n, V); prefixes (n, L)."""
+        return self.next_state_posterior(prefixes) @ self.emission
+
+    def label_posterior(self, prefixes) -> np.ndarray:
+        r"""$P(\text{label}(z_{L+1}) = y \,|\, w_{1:L})$ (n, n_labels): the Bayes-optimal predictor
+        of the :meth:`natural_task` label."""
+        if self.state_labels is None:
+            raise ValueError("this HMM has no state_labels; pass state_labels=... or use HMMLanguage.random.")
+        G = np.eye(self.n_labels)[self.state_labels]  # (S, K) one-hot
+        return self.next_state_posterior(prefixes) @ G
+
+    def optimal_xent(self, prefixes) -> float:
+        r"""Exact $\ell^*_{xent}$ on the given prefixes: $\frac1n \sum_i H(p^*(\cdot|\text{prefix}_i))$ in nats."""
+        return float(np.mean(_entropy(self.next_word_dist(prefixes))))
+
+    def natural_task(self, n: int, length: int, seed=None):
+        """The planted task: (prefixes (n, length), y (n,)) where y is the label of the hidden state
+        that emits the next word (position length + 1), sampled jointly with the prefix."""
+        if self.state_labels is None:
+            raise ValueError("this HMM has no state_labels; pass state_labels=... or use HMMLanguage.random.")
+        length = _check_int(length, "length", low=0)
+        w, z = self.sample(n, length + 1, seed=seed, return_states=True)
+        return w[:, :length], self.state_labels[z[:, length]]
