@@ -106,7 +106,8 @@ class _Objective:
     Problem ``j`` weights sample ``i`` by ``weights[i, j]`` (``1/n_j`` on its training rows,
     0 elsewhere) and penalises by ``lam[j] = 1/(C_j n_j)``:
     :math:`f_j = \sum_i w_{ij}\,\ell_i + \tfrac{\lambda_j}{2}\|W_j\|^2`. Parameters are rows of
-    ``theta`` (B, P): the (D, K') weights flattened, then K' intercepts.
+    ``theta`` (B, P): the (K', D) weights flattened, then K' intercepts (K' = 1 for two
+    classes, else K). One product ``X @ W^T`` and one ``G^T @ X`` serve all B problems.
     """
 
     def __init__(self, X, codes, n_classes, weights, fit_intercept):
@@ -128,8 +129,9 @@ class _Objective:
         self.penalised[: self.D * self.K] = 1.0
 
     def split(self, theta):
+        """Weights (B, K', D) and intercepts (B, K') or None."""
         B = theta.shape[0]
-        W = theta[:, : self.D * self.K].reshape(B, self.D, self.K)
+        W = theta[:, : self.D * self.K].reshape(B, self.K, self.D)
         b = theta[:, self.D * self.K :] if self.fit_intercept else None
         return W, b
 
@@ -137,7 +139,7 @@ class _Objective:
         """(N, B, K') logits of every sample under every problem's parameters."""
         W, b = self.split(theta)
         B = theta.shape[0]
-        Z = (self.X @ W.permute(1, 0, 2).reshape(self.D, B * self.K)).reshape(self.N, B, self.K)
+        Z = torch.nn.functional.linear(self.X, W.reshape(B * self.K, self.D)).reshape(self.N, B, self.K)
         if b is not None:
             Z = Z + b
         return Z
@@ -151,16 +153,14 @@ class _Objective:
             z = Z[..., 0]
             y = self.target  # (N, 1)
             loss = torch.nn.functional.softplus(z) - y * z  # (N, B)
-            G = (torch.sigmoid(z) - y) * self.weights
-            G = G[..., None]
+            G = ((torch.sigmoid(z) - y) * self.weights)[..., None]
         else:
             lse = torch.logsumexp(Z, dim=-1)
             loss = lse - (Z * self.target).sum(-1)
             G = (torch.exp(Z - lse[..., None]) - self.target) * self.weights[..., None]
-        sq = (W * W).sum(dim=(1, 2))
-        f = (loss * self.weights).sum(0) + 0.5 * self.lam * sq
-        gW = (self.X.T @ G.reshape(self.N, B * self.K)).reshape(self.D, B, self.K).permute(1, 0, 2)
-        gW = gW + self.lam[:, None, None] * W
+        f = (loss * self.weights).sum(0) + 0.5 * self.lam * (W * W).sum(dim=(1, 2))
+        gW = G.reshape(self.N, B * self.K).T @ self.X  # (B K', D)
+        gW = gW.reshape(B, self.K, self.D) + self.lam[:, None, None] * W
         parts = [gW.reshape(B, -1)]
         if self.fit_intercept:
             parts.append(G.sum(0))
@@ -364,9 +364,9 @@ class LogisticProbe:
         W, b = W[0], (b[0] if b is not None else torch.zeros(obj.K, device=Xt.device, dtype=Xt.dtype))
         if obj.K > 1:
             b = b - b.mean()
-        self._W, self._b = W, b  # (D, K'), (K',) on the fitting device
+        self._W, self._b = W, b  # (K', D), (K',) on the fitting device
         self.classes_ = classes
-        self.coef_ = W.T.detach().cpu().double().numpy()
+        self.coef_ = W.detach().cpu().double().numpy()
         self.intercept_ = b.detach().cpu().double().numpy()
         self.n_iter_ = int(n_iter[0])
         self.converged_ = bool(converged[0])
@@ -398,7 +398,7 @@ class LogisticProbe:
     def _logits(self, X):
         Xt = self._check_fitted(X)
         W, b = self._W.to(Xt.device), self._b.to(Xt.device)
-        return Xt @ W + b  # (n, K')
+        return torch.nn.functional.linear(Xt, W, b)  # (n, K')
 
     def decision_function(self, X):
         """Logits: (n,) for two classes (of ``classes_[1]``), (n, K) otherwise."""

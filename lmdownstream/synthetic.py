@@ -26,11 +26,13 @@ from ._checks import as_array, check_distributions, check_positive
 
 __all__ = ["ContextLanguage", "HMMLanguage"]
 
+_BLOCK = 2048  # prefixes per forward-pass block in HMMLanguage (keeps (block, S) arrays in cache)
+
 
 # ----------------------------------------------------------------------------- helpers
 def _check_int(x, name: str, low: int = 1) -> int:
     if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, np.integer)):
-        raise ValueError(f"{name} must be an int >= {low}, got {x!r}.")
+        raise ValueError(f"{name} must be an int >= {low}, got {x!r}; pass int({name}).")
     if x < low:
         raise ValueError(f"{name} must be >= {low}, got {x}; pass a larger {name}.")
     return int(x)
@@ -77,7 +79,8 @@ def _rows(P, name: str) -> np.ndarray:
 
 def _entropy(P: np.ndarray) -> np.ndarray:
     """Row entropies $-\\sum_w p_w \\log p_w$ in nats, with $0 \\log 0 = 0$; (n, V) -> (n,)."""
-    logP = np.log(np.where(P > 0, P, 1.0))
+    logP = np.zeros_like(P)
+    np.log(P, out=logP, where=P > 0)
     return -np.einsum("nv,nv->n", P, logP)
 
 
@@ -229,8 +232,10 @@ class ContextLanguage:
         return out
 
     def _contexts(self, prefixes) -> np.ndarray:
-        s = _check_ids(prefixes, "prefixes", self.n_contexts, "context", ndim=(1, 2))
-        return s if s.ndim == 1 else s[:, 0]
+        x = prefixes.detach().cpu().numpy() if hasattr(prefixes, "detach") else np.asarray(prefixes)
+        if x.ndim == 2 and x.shape[1] > 0:
+            x = x[:, 0]  # column 0 holds the context id; the words after it are not needed
+        return _check_ids(x, "prefixes", self.n_contexts, "context", ndim=1)
 
     def next_word_dist(self, prefixes) -> np.ndarray:
         """$p^*(\\cdot|s)$ (n, V) for context ids (n,), or rows (n, L) whose column 0 is the id
@@ -262,7 +267,6 @@ class ContextLanguage:
         if self.labels is None:
             raise ValueError("this language has no labels; pass labels=... or use ContextLanguage.random.")
         return np.arange(self.n_contexts), self.labels.copy(), self.p_context.copy()
-
 
 
 # ----------------------------------------------------------------------------- HMM
@@ -352,29 +356,48 @@ class HMMLanguage:
         w = _draw(E_cdf, z, rng)
         return (w, z) if return_states else w
 
-    def next_state_posterior(self, prefixes) -> np.ndarray:
-        r"""$P(z_{L+1} = \cdot \,|\, w_{1:L})$ (n, S): the state that will emit the next word.
-
-        Scaled forward algorithm: $\pi_0$ given; for $t = 1..L$,
-        $\pi_t \propto (\pi_{t-1} \odot E[:, w_t])\, A$, normalised at every step so that long
-        prefixes never underflow (the normaliser is $p^*(w_t | w_{<t})$). Vectorised over the
-        n prefixes: each step is a gather and an (n, S) x (S, S) product.
-        """
-        w = _check_ids(prefixes, "prefixes", self.vocab_size, "word", ndim=2, allow_empty_rows=True)
+    def _forward(self, w: np.ndarray, offset: int = 0) -> np.ndarray:
+        """Scaled forward pass over validated word ids w (m, L) -> P(z_{L+1} | w) (m, S)."""
         pi = np.repeat(self.initial[None], w.shape[0], axis=0)
         for t in range(w.shape[1]):
             pi *= self._ET[w[:, t]]
             c = pi.sum(axis=1, keepdims=True)
             if np.any(c <= 0):
                 bad = int(np.flatnonzero(c[:, 0] <= 0)[0])
-                raise ValueError(f"prefix {bad} has probability 0 under this HMM (word {int(w[bad, t])} at "
-                                 f"position {t} cannot be emitted); drop it or smooth the emission matrix.")
-            pi = (pi / c) @ self.transition
+                raise ValueError(f"prefix {offset + bad} has probability 0 under this HMM (word "
+                                 f"{int(w[bad, t])} at position {t} cannot be emitted); drop it or "
+                                 "smooth the emission matrix.")
+            pi /= c
+            pi = pi @ self.transition
         return pi
+
+    def _blocks(self, prefixes, width: int, last=None) -> np.ndarray:
+        """Run the forward pass on blocks of _BLOCK prefixes (cache-sized), filling an (n, width) array
+        with ``pi`` or, when ``last`` is given, with ``pi @ last``."""
+        w = _check_ids(prefixes, "prefixes", self.vocab_size, "word", ndim=2, allow_empty_rows=True)
+        out = np.empty((w.shape[0], width))
+        for i in range(0, w.shape[0], _BLOCK):
+            pi = self._forward(w[i:i + _BLOCK], offset=i)
+            if last is None:
+                out[i:i + _BLOCK] = pi
+            else:
+                np.matmul(pi, last, out=out[i:i + _BLOCK])
+        return out
+
+    def next_state_posterior(self, prefixes) -> np.ndarray:
+        r"""$P(z_{L+1} = \cdot \,|\, w_{1:L})$ (n, S): the state that will emit the next word.
+
+        Scaled forward algorithm: $\pi_0$ given; for $t = 1..L$,
+        $\pi_t \propto (\pi_{t-1} \odot E[:, w_t])\, A$, normalised at every step so that long
+        prefixes never underflow (the normaliser is $p^*(w_t | w_{<t})$). Vectorised over the
+        prefixes, in blocks of a few thousand rows so that each step (a gather and an
+        (m, S) x (S, S) product) stays in cache.
+        """
+        return self._blocks(prefixes, self.n_states)
 
     def next_word_dist(self, prefixes) -> np.ndarray:
         r"""Exact $p^*(\cdot|w_{1:L}) = P(z_{L+1}|w_{1:L})\, E$, shape (n, V); prefixes (n, L)."""
-        return self.next_state_posterior(prefixes) @ self.emission
+        return self._blocks(prefixes, self.vocab_size, last=self.emission)
 
     def label_posterior(self, prefixes) -> np.ndarray:
         r"""$P(\text{label}(z_{L+1}) = y \,|\, w_{1:L})$ (n, n_labels): the Bayes-optimal predictor
@@ -382,7 +405,7 @@ class HMMLanguage:
         if self.state_labels is None:
             raise ValueError("this HMM has no state_labels; pass state_labels=... or use HMMLanguage.random.")
         G = np.eye(self.n_labels)[self.state_labels]  # (S, K) one-hot
-        return self.next_state_posterior(prefixes) @ G
+        return self._blocks(prefixes, self.n_labels, last=G)
 
     def optimal_xent(self, prefixes) -> float:
         r"""Exact $\ell^*_{xent}$ on the given prefixes: $\frac1n \sum_i H(p^*(\cdot|\text{prefix}_i))$ in nats."""
