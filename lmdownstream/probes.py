@@ -20,12 +20,16 @@ with the intercept :math:`b` not penalised. Two classes: one logit :math:`z`,
 :math:`Cn` (mean loss plus :math:`\|W\|^2 / (2Cn)`), like scikit-learn's ``lbfgs``, and ``tol``
 bounds the largest gradient entry of that scaled objective, as scikit-learn's ``tol`` does.
 
+With an intercept, the solver works on centred features :math:`x_i - \bar x` and maps the
+intercept back (:math:`b = b_c - W^\top \bar x`): an exact change of variables, since the
+penalty ignores :math:`b`, that conditions LM features (which share a large mean vector) far
+better. ``tol`` applies to the gradient in these centred coordinates.
+
 The solver is a small batched L-BFGS (two-loop recursion, memory 10, backtracking line
 search with an approximate-Wolfe fallback for float32): several independent problems (the CV
 folds) are solved in lockstep as one tensor of shape ``(folds, P)``, so one matrix product
 serves all folds. :func:`probe_cv` walks the C grid from small to large C, warm-starting every
-fold from its previous solution and carrying the L-BFGS memory along (its curvature pairs are
-corrected exactly for the change of the penalty).
+fold from its solution at the previous C.
 
 Numpy and torch only.
 """
@@ -124,9 +128,6 @@ class _Objective:
         else:
             self.target = torch.nn.functional.one_hot(codes_t, self.K).to(X.dtype)[:, None, :]
         self.lam = None  # (B,), set per C
-        # 1 on penalised coordinates (weights), 0 on intercepts
-        self.penalised = torch.zeros(self.P, device=X.device, dtype=X.dtype)
-        self.penalised[: self.D * self.K] = 1.0
 
     def split(self, theta):
         """Weights (B, K', D) and intercepts (B, K') or None."""
@@ -167,6 +168,16 @@ class _Objective:
         return f, torch.cat(parts, dim=1)
 
 
+def _centre(Xt, fit_intercept):
+    r"""Columns centred when there is an intercept: exact, since the penalty ignores b and
+    :math:`W^\top x + b = W^\top (x - \mu) + (b + W^\top \mu)`. Much better conditioned for
+    LM features, which share a large mean vector. Returns ``(X - mu, mu)``, mu (D,) or None."""
+    if not fit_intercept:
+        return Xt, None
+    mu = Xt.mean(0)
+    return Xt - mu, mu
+
+
 # --------------------------------------------------------------------------- batched L-BFGS
 class _Memory:
     """L-BFGS curvature pairs for B problems; a pair with ``rho = 0`` is a no-op."""
@@ -177,32 +188,19 @@ class _Memory:
         self.ready = torch.zeros(B, device=device, dtype=torch.bool)
         self.eps = torch.finfo(dtype).eps
 
-    def _rho(self, s, y, active):
+    def push(self, s, y, active):
+        """Add the pair (s, y) = (step, change of gradient) for the ``active`` problems."""
         sy = (s * y).sum(1)
         yy = (y * y).sum(1)
-        ok = active & (sy > self.eps * yy) & (yy > 0)
-        rho = torch.where(ok, 1.0 / torch.where(ok, sy, torch.ones_like(sy)), torch.zeros_like(sy))
-        gamma = torch.where(ok, sy / torch.where(ok, yy, torch.ones_like(yy)), self.gamma)
-        return ok, rho, gamma
-
-    def push(self, s, y, active):
-        ok, rho, self.gamma = self._rho(s, y, active)
+        ok = active & (sy > self.eps * yy) & (yy > 0)  # curvature condition
+        one = torch.ones_like(sy)
+        self.rho.append(torch.where(ok, 1.0 / torch.where(ok, sy, one), torch.zeros_like(sy)))
+        self.gamma = torch.where(ok, sy / torch.where(ok, yy, one), self.gamma)  # H0 = gamma I
         self.ready |= ok
         self.S.append(s)
         self.Y.append(y)
-        self.rho.append(rho)
         if len(self.S) > _MEMORY:
             del self.S[0], self.Y[0], self.rho[0]
-
-    def shift_penalty(self, dlam, penalised):
-        """Correct the pairs for a new penalty: ``y += (lam_new - lam_old) * s`` on penalised coords."""
-        self.ready = torch.zeros_like(self.ready)
-        for i, (s, y) in enumerate(zip(self.S, self.Y)):
-            y = y + dlam[:, None] * s * penalised
-            active = self.rho[i] != 0
-            ok, self.rho[i], self.gamma = self._rho(s, y, active)
-            self.Y[i] = y
-            self.ready |= ok
 
     def direction(self, g):
         q = g.clone()
@@ -218,18 +216,17 @@ class _Memory:
         return -q
 
 
-def _lbfgs(fun, x, *, tol, max_iter, memory=None):
+def _lbfgs(fun, x, *, tol, max_iter):
     """Minimise B independent smooth convex functions in lockstep.
 
     ``fun(x)`` maps ``x`` (B, P) to values (B,) and gradients (B, P). Problem ``j`` stops when
     ``max|grad_j| <= tol`` (converged), when no step decreases it (the precision floor of the
-    dtype) or after ``max_iter`` iterations. Returns ``x, n_iter (B,), converged (B,), memory``.
+    dtype) or after ``max_iter`` iterations. Returns ``x, n_iter (B,), converged (B,)``.
     """
     B = x.shape[0]
     c1 = 1e-4
     eps = torch.finfo(x.dtype).eps
-    if memory is None:
-        memory = _Memory(B, x.device, x.dtype)
+    memory = _Memory(B, x.device, x.dtype)
     f, g = fun(x)
     converged = g.abs().amax(1) <= tol
     active = ~converged
@@ -243,10 +240,9 @@ def _lbfgs(fun, x, *, tol, max_iter, memory=None):
         if bool(uphill.any()):
             d = torch.where(uphill[:, None], -g, d)
             gtd = (g * d).sum(1)
-        gnorm = g.norm(dim=1)
-        t = torch.where(
-            memory.ready & ~uphill, torch.ones_like(gtd), torch.clamp(1.0 / gnorm.clamp_min(1e-30), max=1.0)
-        )
+        # unit step once curvature is known; before, a step of length <= 1 (as scipy)
+        t0 = torch.clamp(1.0 / d.norm(dim=1).clamp_min(1e-30), max=1.0)
+        t = torch.where(memory.ready & ~uphill, torch.ones_like(gtd), t0)
         # backtracking line search, every problem on its own step
         searching = active.clone()
         x_new, f_new, g_new = x, f, g
@@ -275,7 +271,7 @@ def _lbfgs(fun, x, *, tol, max_iter, memory=None):
         x, f, g = x_new, f_new, g_new
         converged = converged | (moved & (g.abs().amax(1) <= tol))
         active = active & ~stalled & ~converged
-    return x, n_iter, converged, memory
+    return x, n_iter, converged
 
 
 # --------------------------------------------------------------------------- the probe
@@ -353,15 +349,18 @@ class LogisticProbe:
         codes, classes = check_labels(y, Xt.shape[0])
         return self._fit(Xt, codes, classes, C, tol, max_iter, init=None)
 
-    def _fit(self, Xt, codes, classes, C, tol, max_iter, init):
+    def _fit(self, Xt, codes, classes, C, tol, max_iter, init=None, centred=None):
         n = Xt.shape[0]
+        Xc, mu = centred if centred is not None else _centre(Xt, self.fit_intercept)
         weights = torch.full((n, 1), 1.0 / n, device=Xt.device, dtype=Xt.dtype)
-        obj = _Objective(Xt, codes, len(classes), weights, self.fit_intercept)
+        obj = _Objective(Xc, codes, len(classes), weights, self.fit_intercept)
         obj.lam = torch.full((1,), 1.0 / (C * n), device=Xt.device, dtype=Xt.dtype)
         x0 = torch.zeros(1, obj.P, device=Xt.device, dtype=Xt.dtype) if init is None else init
-        theta, n_iter, converged, _ = _lbfgs(obj, x0, tol=tol, max_iter=max_iter)
+        theta, n_iter, converged = _lbfgs(obj, x0, tol=tol, max_iter=max_iter)
         W, b = obj.split(theta)
         W, b = W[0], (b[0] if b is not None else torch.zeros(obj.K, device=Xt.device, dtype=Xt.dtype))
+        if mu is not None:
+            b = b - W @ mu
         if obj.K > 1:
             b = b - b.mean()
         self._W, self._b = W, b  # (K', D), (K',) on the fitting device
@@ -528,12 +527,12 @@ def probe_cv(
     held_out = fold_t[:, None] == torch.arange(k, device=dev)[None, :]  # (n, k)
     n_train = (~held_out).sum(0).to(dtype)  # (k,)
     weights = (~held_out).to(dtype) / n_train
-    obj = _Objective(Xt, codes, len(classes), weights, fit_intercept)
+    Xc, mu = _centre(Xt, fit_intercept)
+    obj = _Objective(Xc, codes, len(classes), weights, fit_intercept)
     codes_t = torch.as_tensor(codes, device=dev)
     n_held = held_out.sum(0).to(dtype)
 
     theta = torch.zeros(k, obj.P, device=dev, dtype=dtype)
-    memory, lam_old = None, None
     scores = np.zeros((len(Cs), k))
     n_iters = np.zeros((len(Cs), k), dtype=np.int64)
     solutions = []
@@ -544,10 +543,7 @@ def probe_cv(
         steps = tqdm(steps, desc="probe_cv", unit="C")
     for j in steps:
         obj.lam = 1.0 / (float(Cs[j]) * n_train)
-        if memory is not None:
-            memory.shift_penalty(obj.lam - lam_old, obj.penalised)
-        theta, it, _, memory = _lbfgs(obj, theta, tol=tol, max_iter=max_iter, memory=memory)
-        lam_old = obj.lam
+        theta, it, _ = _lbfgs(obj, theta, tol=tol, max_iter=max_iter)  # warm start
         Z = obj.logits(theta)  # (n, k, K')
         pred = (Z[..., 0] > 0).long() if obj.K == 1 else Z.argmax(-1)
         correct = ((pred == codes_t[:, None]) & held_out).sum(0).to(dtype)
@@ -558,7 +554,7 @@ def probe_cv(
     best = int(np.argmax(scores.mean(axis=1)))  # first maximum: the smallest C among ties
     probe = LogisticProbe(C=float(Cs[best]), fit_intercept=fit_intercept, max_iter=max_iter, tol=tol, device=device, dtype=dtype)
     init = solutions[best].mean(0, keepdim=True)
-    probe._fit(Xt, codes, classes, float(Cs[best]), tol, max_iter, init=init)
+    probe._fit(Xt, codes, classes, float(Cs[best]), tol, max_iter, init=init, centred=(Xc, mu))
     probe.C_ = float(Cs[best])
     probe.Cs_ = Cs
     probe.cv_scores_ = scores
