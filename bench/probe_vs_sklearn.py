@@ -110,7 +110,7 @@ def main(args):
     print(f"machine: {platform.processor() or platform.machine()}, os.cpu_count()={os.cpu_count()}; "
           f"python {platform.python_version()}, torch {torch.__version__}, scikit-learn {sklearn.__version__}, "
           f"numpy {np.__version__}, joblib {joblib.__version__}")
-    print("threads: " + ", ".join(f"{v}={os.environ.get(v)}" for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")))
+    print("threads: " + ", ".join(f"{v}={os.environ.get(v)}" for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_WAIT_POLICY")))
     pools = {(p["user_api"], p["internal_api"], p["num_threads"]) for p in threadpool_info()}
     print("  threadpoolctl pools (user_api, library, threads): " + "; ".join(map(str, sorted(pools))))
     print(f"  torch.get_num_threads()={torch.get_num_threads()}; load average at start: "

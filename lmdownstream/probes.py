@@ -282,29 +282,44 @@ class LogisticProbe:
     penalised; see the module docstring), the objective of scikit-learn's
     ``LogisticRegression(C=C)``: same minimiser, so the same predictions up to ``tol``.
 
+    ``X`` (n, D) may be numpy or torch. ``predict`` returns a numpy array of labels;
+    ``predict_proba`` and ``decision_function`` return torch tensors on the input's device for
+    torch input and float64 numpy arrays for numpy input.
+
     Parameters
     ----------
-    C : inverse penalty strength, > 0 (larger C = weaker penalty).
-    fit_intercept : learn an unpenalised intercept per logit.
-    max_iter : L-BFGS iterations at most (scikit-learn's default, 100).
-    tol : stop when the largest gradient entry of the objective divided by :math:`Cn` is
+    C : float
+        Inverse penalty strength, > 0 (larger C = weaker penalty).
+    fit_intercept : bool
+        Learn an unpenalised intercept per logit.
+    max_iter : int
+        L-BFGS iterations at most (scikit-learn's default, 100).
+    tol : float
+        Stop when the largest gradient entry of the objective divided by :math:`Cn` is
         ``<= tol`` (scikit-learn's ``lbfgs`` criterion and default, 1e-4).
-    device : torch device to fit on; default: the device of a torch ``X``, else
+    device : torch.device, str or None
+        Where to fit; default: the device of a torch ``X``, else
         :func:`lmdownstream.config.device`.
-    dtype : ``torch.float32`` (default, fast) or ``torch.float64``.
+    dtype : torch.dtype
+        ``torch.float32`` (default, fast) or ``torch.float64``.
 
-    Attributes (after ``fit``)
-    --------------------------
-    classes_ : (K,) the sorted distinct labels; ``predict`` returns values from it.
-    coef_ : (1, D) for two classes (the logit of ``classes_[1]``), else (K, D); float64 numpy.
-    intercept_ : (1,) or (K,); zeros when ``fit_intercept=False``. Multinomial intercepts
-        are centred to sum to 0 (they are defined up to a common shift).
-    n_iter_ : int, L-BFGS iterations run. converged_ : bool, whether ``tol`` was reached.
-    n_features_in_ : D. device_ : the torch device it was fitted on.
-
-    Input and output: ``X`` (n, D) numpy or torch. ``predict`` returns a numpy array of labels;
-    ``predict_proba`` and ``decision_function`` return torch tensors on the input's device for
-    torch input, float64 numpy arrays for numpy input.
+    Attributes
+    ----------
+    classes_ : (K,) array
+        The sorted distinct labels; ``predict`` returns values from it.
+    coef_ : (1, D) or (K, D) float64 array
+        Weights; one row (the logit of ``classes_[1]``) for two classes.
+    intercept_ : (1,) or (K,) float64 array
+        Zeros when ``fit_intercept=False``. Multinomial intercepts are centred to sum to 0
+        (they are defined up to a common shift).
+    n_iter_ : int
+        L-BFGS iterations run.
+    converged_ : bool
+        Whether ``tol`` was reached (a ``RuntimeWarning`` says so when not).
+    n_features_in_ : int
+        D.
+    device_ : torch.device
+        The device it was fitted on.
     """
 
     def __init__(self, C=1.0, fit_intercept=True, max_iter=100, tol=1e-4, device=None, dtype=torch.float32):
@@ -465,30 +480,40 @@ def probe_cv(
 ):
     r"""Choose C by stratified k-fold cross-validation, then refit on all of ``X``.
 
-    Like scikit-learn's ``LogisticRegressionCV`` (the paper's probe, with the lbfgs solver):
+    Like scikit-learn's ``LogisticRegressionCV`` (the paper's probe) with the lbfgs solver:
     for every C of the grid and every fold, fit :class:`LogisticProbe` on the other folds and
     score accuracy on the held-out fold; pick the C with the best mean accuracy (ties: the
-    smallest C); refit on all rows with that C, starting from the mean of the fold solutions.
-    Fast because the folds are solved together as one batched L-BFGS problem (one matrix
-    product per step serves all folds) and each C warm-starts from the previous one.
+    smallest C, as scikit-learn with an ascending grid); refit on all rows with that C,
+    starting from the mean of the fold solutions. Fast because the folds are solved together
+    as one batched L-BFGS problem (one matrix product per step serves all folds) and each C
+    warm-starts from the solutions at the previous one.
 
     Parameters
     ----------
-    X : (n, D) features, numpy or torch. y : (n,) labels of any sortable type.
-    Cs : grid of C values (> 0), visited in ascending order; an int k means
+    X : (n, D) array or tensor
+        Features, numpy or torch.
+    y : (n,) array
+        Labels of any sortable type.
+    Cs : sequence of float or int
+        Grid of C values (> 0), visited in ascending order; an int k means
         ``np.logspace(-4, 4, k)`` (scikit-learn's convention).
-    folds : number of folds k (2 <= k <= the smallest class count), or an (n,) integer array
-        giving each row's fold (at least two distinct values; e.g. to reproduce given splits).
-    seed : seed of the stratified shuffle that deals rows to folds (int ``folds`` only).
-    fit_intercept, max_iter, tol, device, dtype : as :class:`LogisticProbe`, for every fit.
-    progress : show a tqdm bar over the C grid.
+    folds : int or (n,) int array
+        Number of folds k (2 <= k <= the smallest class count), or each row's fold id (at
+        least two distinct values; e.g. to reproduce given splits).
+    seed : int
+        Seed of the stratified shuffle that deals rows to folds (int ``folds`` only).
+    fit_intercept, max_iter, tol, device, dtype
+        As :class:`LogisticProbe`, for every fit.
+    progress : bool
+        Show a tqdm bar over the C grid.
 
     Returns
     -------
-    A fitted :class:`LogisticProbe` (its ``C`` set to the chosen value) with extra attributes
-    ``C_`` (float, the chosen C), ``Cs_`` (len(Cs),) the sorted grid, ``cv_scores_``
-    (len(Cs), k) held-out accuracy per C and fold, ``cv_n_iter_`` (len(Cs), k) iterations per
-    fit, and ``folds_`` (n,) the fold id of each row.
+    LogisticProbe
+        Fitted on all rows with the chosen C (its ``C`` set to it), with extra attributes
+        ``C_`` (float, the chosen C), ``Cs_`` (len(Cs),) the sorted grid, ``cv_scores_``
+        (len(Cs), k) held-out accuracy per C and fold, ``cv_n_iter_`` (len(Cs), k) L-BFGS
+        iterations per fit, and ``folds_`` (n,) the fold id of each row.
     """
     dtype = _check_dtype(dtype)
     tol = check_positive(tol, "tol")

@@ -79,18 +79,18 @@ class TaskFit:
     loss : the minimised weighted mean logistic loss (nats).
     coef : (D,) for two classes, (D, K) for K > 2 classes.
     intercept : float for two classes, (K,) for K > 2.
-    classes : (K,) the label values; column k of ``coef`` (or the sign +1 when K = 2 with
-        ``classes[1]``) belongs to ``classes[k]``.
     converged : whether L-BFGS-B met its tolerance.
     n_iter : L-BFGS-B iterations used.
+    classes : (K,) the label values (``np.unique(y)``); column k of ``coef`` belongs to
+        ``classes[k]``; for K = 2 a positive score means ``classes[1]``.
     """
 
     loss: float
     coef: np.ndarray
     intercept: object
-    classes: np.ndarray
     converged: bool
     n_iter: int
+    classes: np.ndarray
 
 
 def _binary_objective(params, X, s, w):
@@ -205,7 +205,7 @@ def task_fit(X, y, B=None, weights=None, tol: float = 1e-8, max_iter: int = 10_0
         coef, intercept = params[:D].copy(), float(params[D])
     else:
         coef, intercept = params[: D * K].reshape(D, K).copy(), params[D * K :].copy()
-    return TaskFit(float(loss), coef, intercept, classes, converged, int(res.nit))
+    return TaskFit(float(loss), coef, intercept, converged, int(res.nit), classes)
 
 
 def task_loss(X, y, B=None, weights=None, tol: float = 1e-8) -> float:

@@ -111,7 +111,7 @@ def test_binary_decision_function_matches_sklearn_sign_and_scale():
     np.testing.assert_allclose(probe.coef_, sk.coef_, atol=2e-4)
 
 
-@pytest.mark.parametrize("name", ["binary n>d", "4 classes"])
+@pytest.mark.parametrize("name", ["binary n>d", "4 classes", "breast cancer", "digits"])
 def test_probe_cv_matches_logistic_regression_cv(name):
     X, y = PROBLEMS[name]
     X, y = X[:600], y[:600]
@@ -208,7 +208,7 @@ def test_probe_cv_ties_pick_the_smallest_C():
     assert probe.C_ == 0.1
 
 
-def test_progress_bar_runs(capsys):
+def test_progress_bar_runs():
     X, y = PROBLEMS["binary n>d"]
     probe_cv(X[:200], y[:200], Cs=2, folds=2, progress=True)
 
