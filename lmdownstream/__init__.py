@@ -6,4 +6,4 @@ e.g. ``from lmdownstream import synthetic``.
 """
 __version__ = "0.1.0"
 
-__all__ = ["config", "losses", "synthetic", "theory", "probes", "lm", "features"]
+__all__ = ["config", "losses", "synthetic", "theory", "probes", "lm", "features", "experiments"]

@@ -167,7 +167,7 @@ def _words(words, V):
 
 
 def subset_logits(theta, Phi, words, bias=None):
-    r"""Logits of a subset S of words: :math:`\theta^\top \Phi_S (+ b_S)`, shape (n, |S|).
+    r"""Logits of a subset S of words: :math:`\theta^\top \Phi_S (+ b_S)`, shape (n, ``|S|``).
 
     The paper's "subset p_f" features are these logits (not probabilities) for a handful of
     indicative words.
@@ -179,7 +179,7 @@ def subset_logits(theta, Phi, words, bias=None):
 
     Returns
     -------
-    (n, |S|) array or tensor.
+    (n, ``|S|``) array or tensor.
     """
     theta, Phi, bias, dtype, dev, numpy_out, squeeze = _inputs(theta, Phi, bias)
     idx = _words(words, Phi.shape[1])
@@ -195,7 +195,7 @@ def next_word_probs(theta, Phi, bias=None, words=None, chunk_size: int = 4096):
 
     With ``words`` given, only those columns are returned, normalised over the whole vocabulary
     (computed as :math:`\exp(\theta^\top\phi_w + b_w - \log Z_\theta)` with a streamed
-    :math:`\log Z_\theta`, so memory stays O(n * (chunk_size + |S|))).
+    :math:`\log Z_\theta`, so memory stays O(n * (chunk_size + ``|S|``)).
 
     Parameters
     ----------
@@ -204,7 +204,7 @@ def next_word_probs(theta, Phi, bias=None, words=None, chunk_size: int = 4096):
 
     Returns
     -------
-    (n, V) or (n, |words|) array or tensor.
+    (n, V) or (n, ``len(words)``) array or tensor.
     """
     if words is None:
         theta_t, Phi_t, bias_t, dtype, dev, numpy_out, squeeze = _inputs(theta, Phi, bias)
@@ -220,3 +220,13 @@ def next_word_probs(theta, Phi, bias=None, words=None, chunk_size: int = 4096):
     if bias_t is not None:
         L = L + bias_t[idx.to(bias_t.device)].to(device=dev, dtype=dtype)
     return _finish(torch.exp(L - logz[:, None]), numpy_out, squeeze)
+
+
+def extract(lm, texts, kinds=("f", "Phi_p", "subset"), prompt=None, words=None, **kwargs):
+    """Features of a real language model for a list of texts; see :func:`lmdownstream.hf.extract`.
+
+    Imported lazily so that this module never pulls in transformers.
+    """
+    from .hf import extract as _extract
+
+    return _extract(lm, texts, kinds=kinds, prompt=prompt, words=words, **kwargs)

@@ -206,6 +206,9 @@ class TableLM(nn.Module):
     (a fixed buffer, or the initial value when ``learn_Phi=True``) or drawn with i.i.d.
     N(0, 1) entries from ``seed``.
 
+    Fitted attributes (after :meth:`fit` or :meth:`at_eps`): ``eps_`` (achieved excess),
+    ``n_steps_`` (optimizer steps), ``history_`` (excess before each step, numpy array).
+
     Parameters
     ----------
     n_contexts : number of contexts (rows of p_star).
@@ -215,9 +218,6 @@ class TableLM(nn.Module):
     seed : seed of the random Phi.
     dtype : torch dtype (default float64; float32 on MPS, which has no float64).
     device : torch device (default :func:`lmdownstream.config.device`).
-
-    Fitted attributes (after :meth:`fit` or :meth:`at_eps`): ``eps_`` (achieved excess),
-    ``n_steps_`` (optimizer steps), ``history_`` (excess before each step, numpy array).
     """
 
     def __init__(self, n_contexts, Phi=None, d=None, vocab_size=None, learn_Phi=False, seed=0,
@@ -555,3 +555,13 @@ class TableLM(nn.Module):
         self.eps_, self.t_, self.n_steps_ = max(e_hi, 0.0), hi, 0
         self.history_ = np.asarray([e0, e_hi])
         return self
+
+
+def load_lm(name_or_path, device=None, dtype=None):
+    """Load a Hugging Face causal LM as a softmax-LM view (f, Φ); see :func:`lmdownstream.hf.load_lm`.
+
+    Imported lazily so that this module never pulls in transformers.
+    """
+    from .hf import load_lm as _load_lm
+
+    return _load_lm(name_or_path, device=device, dtype=dtype)

@@ -141,15 +141,15 @@ def _balanced_labels(rng, n: int, K: int) -> np.ndarray:
 class ContextLanguage:
     r"""A finite language: contexts $s$ with weights $p_L(s)$ and next-word rows $p^*(\cdot|s)$.
 
+    Attributes: ``n_contexts``, ``vocab_size``, ``p_context``, ``p_next``, ``labels``,
+    ``n_classes`` (0 without labels), ``indicative_words`` ((K, k) from :meth:`random`, else None).
+
     Parameters
     ----------
     p_context : (n,) distribution $p_L$ over the n contexts.
     p_next : (n, V) rows $p^*(\cdot|s)$, each a distribution over the V words.
     labels : (n,) ints in 0..K-1 with at least two classes, or None. The class of each context
         (the downstream task "y = class of s").
-
-    Attributes: ``n_contexts``, ``vocab_size``, ``p_context``, ``p_next``, ``labels``,
-    ``n_classes`` (0 without labels), ``indicative_words`` ((K, k) from :meth:`random`, else None).
     """
 
     def __init__(self, p_context, p_next, labels=None):

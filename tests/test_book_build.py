@@ -16,7 +16,7 @@ def built_book():
     jb = Path(sys.executable).with_name("jupyter-book")
     env = dict(os.environ, HF_HUB_OFFLINE="1", MPLBACKEND="Agg")
     proc = subprocess.run(
-        [str(jb), "build", str(ROOT), "--builder", "html", "-W", "-n", "--keep-going"],
+        [str(jb), "build", str(ROOT), "--builder", "html", "-W", "--keep-going"],
         cwd=ROOT, env=env, capture_output=True, text=True,
     )
     log = proc.stdout + proc.stderr
