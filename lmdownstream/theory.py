@@ -334,3 +334,145 @@ def quad_bound(tau, eps, v_norm2, gamma: float = 1.0):
     tau = float(as_array(tau, "tau", ndim=0))
     v, g, e = check_positive(v_norm2, "v_norm2"), _check_gamma(gamma), _eps(eps)
     return _out(tau + v * np.sqrt(2.0 * e / g))
+
+
+# --------------------------------------------------------------------------- result C: log Z quadratic
+@dataclass
+class LogPartitionFit:
+    r"""A quadratic model of the log-partition function, returned by :func:`fit_log_partition`.
+
+    .. math::
+
+        \log Z_\theta \approx q(\theta) = \tfrac12 \theta^\top A \theta + b^\top \theta + c,
+        \qquad \nabla q(\theta) = A\theta + b.
+
+    Attributes
+    ----------
+    A : (d, d) symmetric matrix.
+    b : (d,) vector.
+    c : float.
+    """
+
+    A: np.ndarray
+    b: np.ndarray
+    c: float
+
+    def _theta(self, theta):
+        theta = as_array(theta, "theta", ndim=(1, 2))
+        squeeze = theta.ndim == 1
+        theta = np.atleast_2d(theta)
+        d = self.A.shape[0]
+        if theta.shape[1] != d:
+            raise ValueError(f"theta has {theta.shape[1]} columns but the fit is in d={d} dimensions; pass (n, {d}).")
+        return theta, squeeze
+
+    def predict(self, theta):
+        r""":math:`q(\theta) = \tfrac12\theta^\top A\theta + b^\top\theta + c`: theta (n, d) -> (n,) (a (d,) theta gives a float)."""
+        theta, squeeze = self._theta(theta)
+        out = 0.5 * np.einsum("ni,ij,nj->n", theta, self.A, theta) + theta @ self.b + self.c
+        return float(out[0]) if squeeze else out
+
+    def grad(self, theta):
+        r""":math:`\nabla q(\theta) = A\theta + b`: theta (n, d) -> (n, d) (a (d,) theta gives (d,)).
+
+        Under the quadratic assumption this is :math:`\Phi p_\theta`, since :math:`\nabla_\theta \log Z_\theta = \Phi p_\theta`.
+        """
+        theta, squeeze = self._theta(theta)
+        out = theta @ self.A + self.b  # A is symmetric
+        return out[0] if squeeze else out
+
+    def r2(self, theta, log_Z) -> float:
+        r"""Coefficient of determination of the fit on (held-out) points.
+
+        :math:`R^2 = 1 - \sum_i (y_i - q(\theta_i))^2 / \sum_i (y_i - \bar y)^2` with
+        :math:`y = \log Z` (``sklearn.metrics.r2_score``'s definition): 1 is a perfect fit, 0 is no
+        better than the mean, and it is negative for a fit worse than the mean.
+
+        Parameters
+        ----------
+        theta : (n, d) points, n >= 2; log_Z : (n,) the true :math:`\log Z_\theta` there.
+
+        Returns
+        -------
+        float (``-inf`` if the log_Z values are all equal and the fit misses them; 1.0 if it hits them).
+        """
+        theta, _ = self._theta(theta)
+        y = as_array(log_Z, "log_Z", ndim=1)
+        if y.shape[0] != theta.shape[0]:
+            raise ValueError(f"log_Z has {y.shape[0]} values but theta has {theta.shape[0]} rows; pass one per row.")
+        if y.shape[0] < 2:
+            raise ValueError("R^2 needs at least 2 points.")
+        res = float(np.sum((y - self.predict(theta)) ** 2))
+        tot = float(np.sum((y - y.mean()) ** 2))
+        if tot == 0.0:
+            return 1.0 if res == 0.0 else float("-inf")
+        return 1.0 - res / tot
+
+
+def _quadratic_design(theta):
+    """Monomials [theta_i theta_j / (2 if i == j else 1) for i <= j, theta_i, 1]: (n, d(d+1)/2 + d + 1)."""
+    n, d = theta.shape
+    iu, ju = np.triu_indices(d)
+    scale = np.where(iu == ju, 0.5, 1.0)
+    return np.hstack([theta[:, iu] * theta[:, ju] * scale, theta, np.ones((n, 1))]), (iu, ju)
+
+
+def fit_log_partition(theta, log_Z, ridge: float = 0.0, weights=None) -> LogPartitionFit:
+    r"""Least-squares fit of :math:`\log Z_\theta \approx \tfrac12\theta^\top A\theta + b^\top\theta + c` with A symmetric.
+
+    Result C assumes the log-partition function is quadratic over the :math:`\theta = f(s)` that
+    matter; then :math:`\Phi p_{f(s)} = \nabla \log Z_{f(s)} = A f(s) + b`. This fits the
+    quadratic from values alone: the unknowns are the :math:`d(d+1)/2` entries of A on and above
+    the diagonal, b and c, and the problem is linear in them,
+
+    .. math::
+
+        \min_{A = A^\top,\, b,\, c}\ \sum_i w_i \big(\log Z_{\theta_i} - \tfrac12\theta_i^\top A\theta_i - b^\top\theta_i - c\big)^2
+        + \rho\,\big(\|A\|_F^2 + \|b\|^2\big)
+
+    (with :math:`\rho` = ``ridge`` applied to the coefficients of the monomials; c is never
+    penalised). With ``ridge=0`` it is solved by ``numpy.linalg.lstsq`` (the minimum-norm
+    solution when there are fewer points than unknowns); a quadratic is then recovered exactly
+    from :math:`n \ge (d+1)(d+2)/2` points in general position.
+
+    Parameters
+    ----------
+    theta : (n, d) points (e.g. the features f(s) of training contexts).
+    log_Z : (n,) :math:`\log Z_\theta` at those points (e.g. :func:`lmdownstream.features.log_partition`).
+    ridge : >= 0, the penalty :math:`\rho` (in units of the weighted mean squared error).
+    weights : (n,) non-negative point weights, normalised to sum to 1 (``None``: uniform).
+
+    Returns
+    -------
+    :class:`LogPartitionFit` with ``A`` (d, d) symmetric, ``b`` (d,), ``c``; use ``fit.r2(theta_test, log_Z_test)``
+    for the held-out :math:`R^2` and ``fit.grad(theta)`` for :math:`A\theta + b`.
+    """
+    theta = as_array(theta, "theta", ndim=2)
+    y = as_array(log_Z, "log_Z", ndim=1)
+    n, d = theta.shape
+    if y.shape[0] != n:
+        raise ValueError(f"log_Z has {y.shape[0]} values but theta has {n} rows; pass one log Z per row of theta.")
+    try:
+        ridge = float(ridge)
+    except (TypeError, ValueError):
+        raise ValueError(f"ridge must be a number >= 0, got {ridge!r}.") from None
+    if not np.isfinite(ridge) or ridge < 0:
+        raise ValueError(f"ridge must be a finite number >= 0, got {ridge!r}.")
+    w = check_weights(weights, n)
+    X, (iu, ju) = _quadratic_design(theta)
+    sw = np.sqrt(w)
+    Xw, yw = X * sw[:, None], y * sw
+    if ridge == 0.0:
+        coef = np.linalg.lstsq(Xw, yw, rcond=None)[0]
+    else:
+        # off-diagonal monomials carry A_ij once but ||A||_F^2 counts it twice
+        pen = np.concatenate([np.where(iu == ju, 1.0, 2.0), np.ones(d), [0.0]])
+        coef = np.linalg.solve(Xw.T @ Xw + ridge * np.diag(pen), Xw.T @ yw)
+    m = iu.shape[0]
+    A = np.zeros((d, d))
+    A[iu, ju] = coef[:m]
+    A[ju, iu] = coef[:m]
+    return LogPartitionFit(A=A, b=coef[m : m + d].copy(), c=float(coef[-1]))
+
+
+__all__ += ["LogPartitionFit", "fit_log_partition"]

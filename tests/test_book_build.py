@@ -11,10 +11,18 @@ ROOT = Path(__file__).resolve().parents[1]
 HTML = ROOT / "_build" / "html"
 
 
+def _visible_text(page: str) -> str:
+    """The page's text with tags removed and entities decoded (code is split into spans by highlighting)."""
+    import html as html_lib
+
+    return html_lib.unescape(re.sub(r"<[^>]+>", "", page))
+
+
 @pytest.fixture(scope="module")
 def built_book():
     jb = Path(sys.executable).with_name("jupyter-book")
-    env = dict(os.environ, HF_HUB_OFFLINE="1", MPLBACKEND="Agg")
+    env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
+    env["HF_HUB_OFFLINE"] = "1"
     proc = subprocess.run(
         [str(jb), "build", str(ROOT), "--builder", "html", "-W", "--keep-going"],
         cwd=ROOT, env=env, capture_output=True, text=True,
@@ -56,3 +64,26 @@ def test_chapter2_has_theorem_proof_figure_exercises(built_book):
 def test_colab_launch_button(built_book):
     page = (built_book / "book" / "ch02_language_modelling.html").read_text()
     assert "colab.research.google.com" in page, "no Colab launch button on chapter 2"
+
+
+@pytest.mark.book
+def test_student_book_hides_solutions(built_book, tmp_path):
+    """The student edition of the book renders no solution (reusing the main build's execution cache)."""
+    import json
+
+    from lmdownstream import editions
+
+    html = editions.build_book("student", tmp_path / "student")
+    for path in sorted((ROOT / "book").glob("*.ipynb")):
+        nb = json.loads(path.read_text())
+        solution_cells = ["".join(c["source"]) for c in nb["cells"] if "solution" in c.get("metadata", {}).get("tags", [])]
+        page = (html / "book" / (path.stem + ".html")).read_text()
+        text = _visible_text(page)
+        assert "[Student edition]" in page
+        assert 'class="solution' not in page and "solution admonition" not in page, f"{path.name}: a solution box is rendered"
+        for src in solution_cells:
+            body = [l for l in src.splitlines() if l.strip().startswith("return ")]
+            for line in body:
+                assert line.strip() not in text, f"{path.name}: solution code {line.strip()!r} is on the student page"
+                full = _visible_text((built_book / "book" / (path.stem + ".html")).read_text())
+                assert line.strip() in full, "the instructor book should show the solution code"

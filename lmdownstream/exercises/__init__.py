@@ -1,0 +1,14 @@
+"""Exercise checkers: ``check_<name>(answer)`` grades a reader's function or value on random cases.
+
+Each checker prints a one-line pass, or raises :class:`ExerciseFailed` (an ``AssertionError``) whose
+message is a specific hint. ``REGISTRY`` maps each exercise label in the book to its checker.
+
+Adding a graded exercise to a chapter takes a few lines: in ``lmdownstream/exercises/chNN.py``
+write a reference, decorate a checker with ``@exercise("ex-chNN-name")`` that calls the reader's
+answer through :func:`call` and compares with :func:`compare` (optionally with hints for known wrong
+answers), import it here, and call it from the chapter's solution cell.
+"""
+from ._core import REGISTRY, ExerciseFailed, exercise
+from .ch02 import check_blur_excess, check_sample_xent
+
+__all__ = ["REGISTRY", "ExerciseFailed", "exercise", "check_sample_xent", "check_blur_excess"]
