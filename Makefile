@@ -19,7 +19,7 @@ export PYDEVD_DISABLE_FILE_VALIDATION := 1
 # pip warns about every optional local index folder that this machine lacks: keep the log readable.
 QUIET := 2>&1 | { grep -v '^WARNING: Location' || true; }
 
-.PHONY: install book test unit notebooks lab bench student instructor clean
+.PHONY: install browser book test unit notebooks lab bench student instructor clean
 
 install: $(STAMP)
 
@@ -38,7 +38,17 @@ book: install
 	$(BIN)/jupyter-book build . --builder html
 	@echo ">>> open $(CURDIR)/_build/html/index.html"
 
-test: install
+# The rendered-book test drives Debian's chromium headless through chromedriver (installed here
+# when missing and we are root; otherwise the test says what to install and skips outside CI).
+browser:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo ">>> installing chromium and chromium-driver (Debian packages) for the browser test"; \
+	    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	  else echo ">>> chromium/chromedriver missing: install them (e.g. apt-get install chromium chromium-driver) to run the browser test"; fi; \
+	fi
+
+test: install browser
 	$(BIN)/python -m pytest tests book --nbval-lax -p no:cacheprovider
 
 unit: install

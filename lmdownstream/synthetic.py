@@ -1,19 +1,19 @@
-r"""Synthetic languages whose true next-word distribution $p^*$ is known exactly.
+r"""Synthetic languages whose true next-word distribution :math:`p^*` is known exactly.
 
 Two languages, both numpy only (float64 throughout):
 
 :class:`ContextLanguage`
-    A finite table: contexts $s \in \{0, \dots, n-1\}$ with weights $p_L(s)$ and a next-word
-    distribution $p^*(\cdot|s)$ per context. The optimal cross-entropy is an entropy,
-    $\ell^*_{xent} = \sum_s p_L(s)\, H(p^*(\cdot|s))$.
+    A finite table: contexts :math:`s \in \{0, \dots, n-1\}` with weights :math:`p_L(s)` and a next-word
+    distribution :math:`p^*(\cdot|s)` per context. The optimal cross-entropy is an entropy,
+    :math:`\ell^*_{xent} = \sum_s p_L(s)\, H(p^*(\cdot|s))`.
 :class:`HMMLanguage`
-    A hidden Markov model over a vocabulary; $p^*(\cdot|w_{1:L})$ comes from the forward
+    A hidden Markov model over a vocabulary; :math:`p^*(\cdot|w_{1:L})` comes from the forward
     algorithm, vectorised over prefixes.
 
 Both ``random`` constructors plant a label (a class per context, a label group per hidden
 state) that a few *indicative words* reveal, so that natural tasks exist: the classifier
-$v = B(\mathbf 1_{\text{words of class 1}} - \mathbf 1_{\text{words of class 0}})$ applied to
-$p^*(\cdot|s)$ already separates the classes, as in the paper's ":)" vs ":(" example.
+:math:`v = B(\mathbf 1_{\text{words of class 1}} - \mathbf 1_{\text{words of class 0}})` applied to
+:math:`p^*(\cdot|s)` already separates the classes, as in the paper's ":)" vs ":(" example.
 
 Word ids, context ids and states are ints starting at 0. Every function draws randomness from
 ``np.random.default_rng(seed)``: the same seed gives identical output.
@@ -78,7 +78,7 @@ def _rows(P, name: str) -> np.ndarray:
 
 
 def _entropy(P: np.ndarray) -> np.ndarray:
-    """Row entropies $-\\sum_w p_w \\log p_w$ in nats, with $0 \\log 0 = 0$; (n, V) -> (n,)."""
+    """Row entropies :math:`-\\sum_w p_w \\log p_w` in nats, with :math:`0 \\log 0 = 0`; (n, V) -> (n,)."""
     logP = np.zeros_like(P)
     np.log(P, out=logP, where=P > 0)
     return -np.einsum("nv,nv->n", P, logP)
@@ -104,11 +104,11 @@ def _cdf(P: np.ndarray) -> np.ndarray:
 
 
 def _planted_rows(rng, labels, vocab_size, label_strength, words_per_class, alpha):
-    r"""Rows $(1-\lambda_i) q_i + \lambda_i r_i$ (smoothed) and the indicative words (K, k).
+    r"""Rows :math:`(1-\lambda_i) q_i + \lambda_i r_i` (smoothed) and the indicative words (K, k).
 
-    $q_i \sim \mathrm{Dir}(\alpha V u)$ with $u$ a Zipf unigram over permuted words (background
-    text); $r_i \sim \mathrm{Dir}(\mathbf 1_k)$ on the $k$ indicative words of row i's class;
-    $\lambda_i \sim \mathrm{Beta}(4m, 4(1-m))$ with mean $m$ = ``label_strength`` (exactly m at 0, 1).
+    :math:`q_i \sim \mathrm{Dir}(\alpha V u)` with :math:`u` a Zipf unigram over permuted words (background
+    text); :math:`r_i \sim \mathrm{Dir}(\mathbf 1_k)` on the :math:`k` indicative words of row i's class;
+    :math:`\lambda_i \sim \mathrm{Beta}(4m, 4(1-m))` with mean :math:`m` = ``label_strength`` (exactly m at 0, 1).
     """
     K = int(labels.max()) + 1
     V = vocab_size
@@ -139,15 +139,15 @@ def _balanced_labels(rng, n: int, K: int) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- context table
 class ContextLanguage:
-    r"""A finite language: contexts $s$ with weights $p_L(s)$ and next-word rows $p^*(\cdot|s)$.
+    r"""A finite language: contexts :math:`s` with weights :math:`p_L(s)` and next-word rows :math:`p^*(\cdot|s)`.
 
     Attributes: ``n_contexts``, ``vocab_size``, ``p_context``, ``p_next``, ``labels``,
     ``n_classes`` (0 without labels), ``indicative_words`` ((K, k) from :meth:`random`, else None).
 
     Parameters
     ----------
-    p_context : (n,) distribution $p_L$ over the n contexts.
-    p_next : (n, V) rows $p^*(\cdot|s)$, each a distribution over the V words.
+    p_context : (n,) distribution :math:`p_L` over the n contexts.
+    p_next : (n, V) rows :math:`p^*(\cdot|s)`, each a distribution over the V words.
     labels : (n,) ints in 0..K-1 with at least two classes, or None. The class of each context
         (the downstream task "y = class of s").
     """
@@ -175,20 +175,20 @@ class ContextLanguage:
                label_strength: float = 0.5, words_per_class=None, alpha: float = 0.5) -> "ContextLanguage":
         r"""A random language with planted classes.
 
-        Contexts get balanced classes $y_s$. Class c owns ``words_per_class`` indicative words
-        (default $\max(1, \lfloor V / 4K \rfloor)$), disjoint across classes. Each row is
-        $p^*(\cdot|s) = (1-\lambda_s)\, q_s + \lambda_s\, r_s$, smoothed by $10^{-3}$ uniform mass:
-        $q_s \sim \mathrm{Dir}(\alpha V u)$ is background text around a Zipf unigram $u$ (small
-        ``alpha``: peaked, low-entropy rows), $r_s \sim \mathrm{Dir}(\mathbf 1)$ spreads over the
-        indicative words of class $y_s$, and the label signal
-        $\lambda_s \sim \mathrm{Beta}(4m, 4(1-m))$ has mean $m$ = ``label_strength`` in [0, 1]
+        Contexts get balanced classes :math:`y_s`. Class c owns ``words_per_class`` indicative words
+        (default :math:`\max(1, \lfloor V / 4K \rfloor)`), disjoint across classes. Each row is
+        :math:`p^*(\cdot|s) = (1-\lambda_s)\, q_s + \lambda_s\, r_s`, smoothed by :math:`10^{-3}` uniform mass:
+        :math:`q_s \sim \mathrm{Dir}(\alpha V u)` is background text around a Zipf unigram :math:`u` (small
+        ``alpha``: peaked, low-entropy rows), :math:`r_s \sim \mathrm{Dir}(\mathbf 1)` spreads over the
+        indicative words of class :math:`y_s`, and the label signal
+        :math:`\lambda_s \sim \mathrm{Beta}(4m, 4(1-m))` has mean :math:`m` = ``label_strength`` in [0, 1]
         (the knob: 0 = words carry no label information, 1 = only indicative words).
-        Contexts with small $\lambda_s$ are genuinely ambiguous, so the task is not trivial.
-        $p_L \sim \mathrm{Dir}(5 \cdot \mathbf 1)$, mildly non-uniform.
+        Contexts with small :math:`\lambda_s` are genuinely ambiguous, so the task is not trivial.
+        :math:`p_L \sim \mathrm{Dir}(5 \cdot \mathbf 1)`, mildly non-uniform.
 
-        Measured $\tau$ (logistic loss, $p_L$-weighted, best $\|v\|_\infty \le B$ with a bias; K = 2,
+        Measured :math:`\tau` (logistic loss, :math:`p_L`-weighted, best :math:`\|v\|_\infty \le B` with a bias; K = 2,
         n = 200-1000 contexts, V = 50-1000 words; the indicative-word classifier
-        $v = B(\mathbf 1_{W_1} - \mathbf 1_{W_0})$ comes within 0.03 of it):
+        :math:`v = B(\mathbf 1_{W_1} - \mathbf 1_{W_0})` comes within 0.03 of it):
 
         ==============  =========  =========  =============
         label_strength  tau, B=1   tau, B=5   accuracy of v
@@ -212,14 +212,14 @@ class ContextLanguage:
         return lang
 
     def sample_contexts(self, n: int, seed=None) -> np.ndarray:
-        """n context ids drawn i.i.d. from $p_L$; int64 (n,)."""
+        """n context ids drawn i.i.d. from :math:`p_L`; int64 (n,)."""
         n = _check_int(n, "n")
         rng = np.random.default_rng(seed)
         return _draw(_cdf(self.p_context[None]), np.zeros(n, dtype=np.int64), rng)
 
     def sample(self, n: int, length: int = 2, seed=None) -> np.ndarray:
-        r"""n rows of int64 (n, length): column 0 is a context id $s \sim p_L$, columns 1..length-1
-        are i.i.d. next words $w \sim p^*(\cdot|s)$ (each a fresh draw given the same s, *not* a
+        r"""n rows of int64 (n, length): column 0 is a context id :math:`s \sim p_L`, columns 1..length-1
+        are i.i.d. next words :math:`w \sim p^*(\cdot|s)` (each a fresh draw given the same s, *not* a
         continuation of a text). ``length=2`` gives the (s, w) pairs of the cross-entropy."""
         n = _check_int(n, "n")
         length = _check_int(length, "length")
@@ -238,15 +238,15 @@ class ContextLanguage:
         return _check_ids(x, "prefixes", self.n_contexts, "context", ndim=1)
 
     def next_word_dist(self, prefixes) -> np.ndarray:
-        """$p^*(\\cdot|s)$ (n, V) for context ids (n,), or rows (n, L) whose column 0 is the id
+        """:math:`p^*(\\cdot|s)` (n, V) for context ids (n,), or rows (n, L) whose column 0 is the id
         (as returned by :meth:`sample`; the other columns are ignored)."""
         return self.p_next[self._contexts(prefixes)]
 
     def optimal_xent(self, contexts=None, weights=None) -> float:
-        r"""Exact $\ell^*_{xent} = \sum_s w_s H(p^*(\cdot|s))$ in nats.
+        r"""Exact :math:`\ell^*_{xent} = \sum_s w_s H(p^*(\cdot|s))` in nats.
 
         contexts : (m,) ids, or None for all contexts. weights : (m,) non-negative, normalised here;
-        default $p_L$ when ``contexts`` is None, else uniform over the given (e.g. sampled) contexts.
+        default :math:`p_L` when ``contexts`` is None, else uniform over the given (e.g. sampled) contexts.
         """
         if contexts is None:
             s = np.arange(self.n_contexts)
@@ -263,7 +263,7 @@ class ContextLanguage:
         return float(np.dot(w / w.sum(), _entropy(self.p_next[s])))
 
     def natural_task(self):
-        """The planted task: (contexts (n_contexts,) = 0..n-1, y (n_contexts,) = labels, weights $p_L$)."""
+        """The planted task: (contexts (n_contexts,) = 0..n-1, y (n_contexts,) = labels, weights :math:`p_L`)."""
         if self.labels is None:
             raise ValueError("this language has no labels; pass labels=... or use ContextLanguage.random.")
         return np.arange(self.n_contexts), self.labels.copy(), self.p_context.copy()
@@ -271,18 +271,18 @@ class ContextLanguage:
 
 # ----------------------------------------------------------------------------- HMM
 class HMMLanguage:
-    r"""A hidden Markov model over words: $z_1 \sim \pi_0$, $z_{t+1} \sim A[z_t]$, $w_t \sim E[z_t]$.
+    r"""A hidden Markov model over words: :math:`z_1 \sim \pi_0`, :math:`z_{t+1} \sim A[z_t]`, :math:`w_t \sim E[z_t]`.
 
     Parameters
     ----------
-    initial : (S,) distribution $\pi_0$ of the first hidden state.
-    transition : (S, S) row-stochastic $A[i, j] = P(z_{t+1} = j | z_t = i)$.
-    emission : (S, V) row-stochastic $E[z, w] = P(w_t = w | z_t = z)$.
+    initial : (S,) distribution :math:`\pi_0` of the first hidden state.
+    transition : (S, S) row-stochastic :math:`A[i, j] = P(z_{t+1} = j | z_t = i)`.
+    emission : (S, V) row-stochastic :math:`E[z, w] = P(w_t = w | z_t = z)`.
     state_labels : (S,) ints in 0..K-1 (at least two labels), or None: the latent label of each
         state (e.g. the sentiment component of the hidden state).
 
     Prefixes are int arrays (n, L) of word ids, all of the same length L >= 0; a prefix of length 0
-    (shape (n, 0)) conditions on nothing, so $p^*(\cdot) = \pi_0 E$. Group prefixes by length.
+    (shape (n, 0)) conditions on nothing, so :math:`p^*(\cdot) = \pi_0 E`. Group prefixes by length.
 
     Attributes: ``n_states``, ``vocab_size``, ``initial``, ``transition``, ``emission``,
     ``state_labels``, ``n_labels`` (0 without labels), ``indicative_words`` ((K, k) or None).
@@ -319,10 +319,10 @@ class HMMLanguage:
         States are split into ``n_labels`` balanced groups (``state_labels``). Transitions keep the
         label with probability ``stickiness``: row i of A puts mass ``stickiness`` on the states of
         its own group and ``1 - stickiness`` on the others, each part spread by a
-        $\mathrm{Dir}(\mathbf 1)$ draw, so the label switches about every $1/(1-\text{stickiness})$
+        :math:`\mathrm{Dir}(\mathbf 1)` draw, so the label switches about every :math:`1/(1-\text{stickiness})`
         words. Emission rows are planted exactly as in :meth:`ContextLanguage.random` (background
-        text $q_z$ plus, with weight $\lambda_z$ of mean ``label_strength``, the indicative words of
-        the state's label), so the words reveal the label. $\pi_0 \sim \mathrm{Dir}(\mathbf 1)$.
+        text :math:`q_z` plus, with weight :math:`\lambda_z` of mean ``label_strength``, the indicative words of
+        the state's label), so the words reveal the label. :math:`\pi_0 \sim \mathrm{Dir}(\mathbf 1)`.
         """
         S = _check_int(n_states, "n_states")
         V = _check_int(vocab_size, "vocab_size")
@@ -385,22 +385,22 @@ class HMMLanguage:
         return out
 
     def next_state_posterior(self, prefixes) -> np.ndarray:
-        r"""$P(z_{L+1} = \cdot \,|\, w_{1:L})$ (n, S): the state that will emit the next word.
+        r""":math:`P(z_{L+1} = \cdot \,|\, w_{1:L})` (n, S): the state that will emit the next word.
 
-        Scaled forward algorithm: $\pi_0$ given; for $t = 1..L$,
-        $\pi_t \propto (\pi_{t-1} \odot E[:, w_t])\, A$, normalised at every step so that long
-        prefixes never underflow (the normaliser is $p^*(w_t | w_{<t})$). Vectorised over the
+        Scaled forward algorithm: :math:`\pi_0` given; for :math:`t = 1..L`,
+        :math:`\pi_t \propto (\pi_{t-1} \odot E[:, w_t])\, A`, normalised at every step so that long
+        prefixes never underflow (the normaliser is :math:`p^*(w_t | w_{<t})`). Vectorised over the
         prefixes, in blocks of a few thousand rows so that each step (a gather and an
         (m, S) x (S, S) product) stays in cache.
         """
         return self._blocks(prefixes, self.n_states)
 
     def next_word_dist(self, prefixes) -> np.ndarray:
-        r"""Exact $p^*(\cdot|w_{1:L}) = P(z_{L+1}|w_{1:L})\, E$, shape (n, V); prefixes (n, L)."""
+        r"""Exact :math:`p^*(\cdot|w_{1:L}) = P(z_{L+1}|w_{1:L})\, E`, shape (n, V); prefixes (n, L)."""
         return self._blocks(prefixes, self.vocab_size, last=self.emission)
 
     def label_posterior(self, prefixes) -> np.ndarray:
-        r"""$P(\text{label}(z_{L+1}) = y \,|\, w_{1:L})$ (n, n_labels): the Bayes-optimal predictor
+        r""":math:`P(\text{label}(z_{L+1}) = y \,|\, w_{1:L})` (n, n_labels): the Bayes-optimal predictor
         of the :meth:`natural_task` label."""
         if self.state_labels is None:
             raise ValueError("this HMM has no state_labels; pass state_labels=... or use HMMLanguage.random.")
@@ -408,7 +408,7 @@ class HMMLanguage:
         return self._blocks(prefixes, self.n_labels, last=G)
 
     def optimal_xent(self, prefixes) -> float:
-        r"""Exact $\ell^*_{xent}$ on the given prefixes: $\frac1n \sum_i H(p^*(\cdot|\text{prefix}_i))$ in nats."""
+        r"""Exact :math:`\ell^*_{xent}` on the given prefixes: :math:`\frac1n \sum_i H(p^*(\cdot|\text{prefix}_i))` in nats."""
         return float(np.mean(_entropy(self.next_word_dist(prefixes))))
 
     def natural_task(self, n: int, length: int, seed=None):

@@ -53,7 +53,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["DATASETS", "PROMPTS", "WORDS", "VERBALIZERS", "load_dataset", "dataset_info", "zero_shot",
-           "bag_of_words", "experiment_table", "table_markdown", "plot_table"]
+           "bag_of_words", "experiment_table", "TABLE_SIZES", "table_sizes", "table_markdown", "plot_table"]
 
 DATASETS = ("tweet-sentiment", "bbc-news", "sst2", "sst5", "ag_news")
 _OFFLINE = ("tweet-sentiment", "bbc-news")
@@ -400,6 +400,26 @@ def bag_of_words(train_texts, *other_texts, max_features: int = 2000, min_df: in
         X /= np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
         out.append(X)
     return out if other_texts else out[0]
+
+
+#: Sizes of :func:`experiment_table` per profile (chapter 7 and the command line use these):
+#: training pool, test set, and words kept per text. ``full``: whole splits, whole texts.
+TABLE_SIZES = {
+    "ci": {"tweet-sentiment": dict(n_train=250, n_test=250, max_words=None),
+           "bbc-news": dict(n_train=250, n_test=150, max_words=40),
+           "sst2": dict(n_train=250, n_test=250, max_words=None),
+           "sst5": dict(n_train=500, n_test=250, max_words=None),
+           "ag_news": dict(n_train=250, n_test=200, max_words=None)},
+    "full": {},
+}
+
+
+def table_sizes(name: str) -> dict:
+    """``dict(n_train=..., n_test=..., max_words=...)`` for ``name`` under the active profile."""
+    from . import config
+
+    name = _check_name(name)
+    return dict(TABLE_SIZES[config.profile()].get(name, dict(n_train=None, n_test=None, max_words=None)))
 
 
 def _truncate_words(texts, max_words):

@@ -1,8 +1,5 @@
 """Build the whole Jupyter Book with warnings as errors, then check what a reader will see."""
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,20 +13,6 @@ def _visible_text(page: str) -> str:
     import html as html_lib
 
     return html_lib.unescape(re.sub(r"<[^>]+>", "", page))
-
-
-@pytest.fixture(scope="module")
-def built_book():
-    jb = Path(sys.executable).with_name("jupyter-book")
-    env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
-    env["HF_HUB_OFFLINE"] = "1"
-    proc = subprocess.run(
-        [str(jb), "build", str(ROOT), "--builder", "html", "-W", "--keep-going"],
-        cwd=ROOT, env=env, capture_output=True, text=True,
-    )
-    log = proc.stdout + proc.stderr
-    assert proc.returncode == 0, "jupyter-book build -W failed:\n" + log[-6000:]
-    return HTML
 
 
 @pytest.mark.book

@@ -13,8 +13,9 @@ is computed exactly. Language models :math:`\{p\}` are built at chosen excess cr
     :math:`p^*`) trained by :meth:`~lmdownstream.lm.TableLM.fit` down the list of targets: the path of
     one optimizer run, stopped at each target.
 ``"temperature"``
-    :meth:`~lmdownstream.lm.TableLM.at_eps` on the segment from the uniform LM to the optimum, i.e.
-    :math:`p \propto (p^*)^t` with :math:`t < 1` a temperature.
+    :math:`p \propto (p^*)^t` with a temperature :math:`1/t > 1`, t found by bisection: the segment
+    from the uniform LM (f = 0) to the optimum that :meth:`~lmdownstream.lm.TableLM.at_eps` follows
+    when :math:`\Phi` can represent :math:`p^*`, computed here in closed form.
 ``"aligned"``
     a perturbation built against the task (:func:`aligned_family`): in every context, mass moves
     from the likeliest word that the classifier :math:`v` counts *for* the true label to the
@@ -191,7 +192,7 @@ def family(name, p_star, eps, weights=None, y=None, coef=None, seed=0, max_steps
     eps : (m,) target ε > 0, relative to ``p_star`` and ``weights``.
     weights : (n,) p_L (None: uniform).
     y, coef : (n,) labels and (V,) classifier, needed by ``"aligned"`` only.
-    seed : seed of the noise rows (``"noise"``) or of Phi (``"trained"``, ``"temperature"``).
+    seed : seed of the noise rows (``"noise"``) or of the orthogonal Phi (``"trained"``).
     max_steps : optimizer steps per target for ``"trained"``.
 
     Returns
@@ -218,18 +219,27 @@ def family(name, p_star, eps, weights=None, y=None, coef=None, seed=0, max_steps
             return float(np.dot(w, _kl_rows(P, (1 - a) * P + a * Q)))
 
         return [(1 - a) * P + a * Q for a in (_bisect(excess, e) for e in eps)]
+    if name == "temperature":
+        logP = np.log(P)
+
+        def tempered(t):
+            Z = t * logP
+            Z -= Z.max(axis=1, keepdims=True)
+            E = np.exp(Z)
+            return E / E.sum(axis=1, keepdims=True)
+
+        def excess_t(a):  # a = 1 - t: 0 is p*, 1 is the uniform LM
+            return float(np.dot(w, _kl_rows(P, tempered(1.0 - a))))
+
+        return [tempered(1.0 - _bisect(excess_t, e)) for e in eps]
+    # trained: one optimizer run, stopped at each target (largest first)
     Phi, _ = np.linalg.qr(np.random.default_rng(seed).normal(size=(V, V)))
     out = [None] * len(eps)
     with _one_thread():
         model = lm.TableLM(n, Phi=Phi, device="cpu")
-        if name == "trained":
-            for i in np.argsort(-eps):
-                model.fit(P, w, target_eps=float(eps[i]), max_steps=max_steps, lr=0.05)
-                out[i] = model.probs()
-        else:  # temperature: the segment from f = 0 (uniform) to the optimum
-            start = np.zeros((n, V))
-            for i, e in enumerate(eps):
-                out[i] = model.at_eps(float(e), P, w, relative_to="p_star", start=start).probs()
+        for i in np.argsort(-eps):
+            model.fit(P, w, target_eps=float(eps[i]), max_steps=max_steps, lr=0.05)
+            out[i] = model.probs()
     return out
 
 
@@ -301,8 +311,8 @@ def _language(n_contexts, vocab_size, label_strength, seed):
                                             label_strength=label_strength)
 
 
-def run(eps, B: float = 2.0, n_contexts: int = 600, vocab_size: int = 40, label_strength: float = 0.3,
-        families=FAMILIES, aligned_eps=None, seed: int = 0, unconstrained: bool = True):
+def run(eps, B: float = 2.0, n_contexts: int = 400, vocab_size: int = 30, label_strength: float = 0.3,
+        families=FAMILIES, aligned_eps=None, seed: int = 0, unconstrained=("trained",)):
     r"""Result A on a synthetic language: every family at every ε, one row per model.
 
     Builds ``ContextLanguage.random(n_contexts, vocab_size, seed, label_strength)``, its planted task
@@ -317,7 +327,8 @@ def run(eps, B: float = 2.0, n_contexts: int = 600, vocab_size: int = 40, label_
     families : names from :data:`FAMILIES`.
     aligned_eps : (k,) targets for the ``"aligned"`` family (None: ``eps``). Its
         :math:`\sqrt{\varepsilon}` regime needs perturbations small relative to :math:`p^*`, i.e. small ε.
-    unconstrained : also report the unconstrained best classifier (``loss_free``).
+    unconstrained : names of the families whose rows also get the unconstrained best classifier
+        (``loss_free``; slower to fit, NaN elsewhere).
 
     Returns
     -------
@@ -327,7 +338,7 @@ def run(eps, B: float = 2.0, n_contexts: int = 600, vocab_size: int = 40, label_
     """
     eps = _check_eps_grid(eps)
     B = check_positive(B, "B")
-    for f in families:
+    for f in tuple(families) + tuple(unconstrained):
         if f not in FAMILIES:
             raise ValueError(f"family must be one of {FAMILIES}, got {f!r}.")
     lang = _language(n_contexts, vocab_size, label_strength, seed)
@@ -337,7 +348,8 @@ def run(eps, B: float = 2.0, n_contexts: int = 600, vocab_size: int = 40, label_
     for name in families:
         targets = _check_eps_grid(aligned_eps) if (name == "aligned" and aligned_eps is not None) else eps
         models = family(name, P, targets, p_lm, y=y, coef=fit.coef, seed=seed)
-        new = evaluate(P, y, models, B, p_lm=p_lm, tau_fit=fit, unconstrained=unconstrained, family_name=name)
+        new = evaluate(P, y, models, B, p_lm=p_lm, tau_fit=fit, unconstrained=name in unconstrained,
+                       family_name=name)
         for r, t in zip(new, targets):
             r["eps_target"] = float(t)
         rows += new

@@ -38,7 +38,7 @@ def _int(x, name, low=1):
 
 
 def planted_setup(n_contexts: int = 400, vocab_size: int = 60, d: int = 8, label_strength: float = 0.3,
-                  seed: int = 0) -> dict:
+                  seed: int = 0, tol: float = 1e-11) -> dict:
     r"""A planted-label language and a fixed :math:`\Phi` for which the planted task is natural.
 
     The language is :meth:`lmdownstream.synthetic.ContextLanguage.random` (two classes). The
@@ -58,6 +58,8 @@ def planted_setup(n_contexts: int = 400, vocab_size: int = 60, d: int = 8, label
     n_contexts, vocab_size : sizes of the language (n, V); d : feature dimension, 2 <= d < V.
     label_strength : in (0, 1), see ``ContextLanguage.random`` (0.3: a noisy, non-separable task).
     seed : seeds the language and :math:`\Phi`.
+    tol : tolerance of ``theory.task_fit`` for :math:`\tau` (tight: differences of order
+        :math:`10^{-7}` nats are compared with it).
 
     Returns
     -------
@@ -76,7 +78,7 @@ def planted_setup(n_contexts: int = 400, vocab_size: int = 60, d: int = 8, label
     Phi[0, W[1]] = 1.0
     Phi[0, W[0]] = -1.0
     theta_star = lm.quad_optimal_f(Phi, P)
-    fit = theory.task_fit(theta_star, y, B=None, weights=pL)
+    fit = theory.task_fit(theta_star, y, B=None, weights=pL, tol=tol)
     lam = np.linalg.solve(Phi @ Phi.T, fit.coef)  # c^T theta* = c^T G^-1 Phi p* = (Phi^T G^-1 c)^T p*
     v = Phi.T @ lam
     return dict(lang=lang, p_star=P, weights=pL, y=y, Phi=Phi, theta_star=theta_star, tau=fit.loss,
@@ -91,7 +93,7 @@ def _worst_features(setup, eps):
 
 
 def quad_rows(eps_grid, path: str = "adam", setup=None, max_steps: int = 20_000, device=None,
-              **setup_kwargs) -> list:
+              tol: float = 1e-11, **setup_kwargs) -> list:
     r"""Quad LMs at each excess loss in ``eps_grid``: their task loss on :math:`f(s)` and result D's bound.
 
     For every target :math:`\varepsilon` a :class:`lmdownstream.lm.TableLM` with the fixed
@@ -116,6 +118,7 @@ def quad_rows(eps_grid, path: str = "adam", setup=None, max_steps: int = 20_000,
     setup : the dict of :func:`planted_setup` (built from ``setup_kwargs`` if None).
     max_steps : Adam step cap per model (``path="adam"``).
     device : torch device of the models (default :func:`lmdownstream.config.device`).
+    tol : tolerance of ``theory.task_fit`` for the task loss (as in :func:`planted_setup`).
     **setup_kwargs : passed to :func:`planted_setup`.
 
     Returns
@@ -148,7 +151,7 @@ def quad_rows(eps_grid, path: str = "adam", setup=None, max_steps: int = 20_000,
             else:
                 model.at_eps(float(eps), P, weights=pL, loss="quad", relative_to="Phi")
             f, achieved, n_steps = model.features(), model.eps_, model.n_steps_
-        loss = theory.task_loss(f, y, B=None, weights=pL)
+        loss = theory.task_loss(f, y, B=None, weights=pL, tol=tol)
         rows.append(dict(eps=float(achieved), loss=float(loss), tau=setup["tau"],
                          bound=float(theory.quad_bound(setup["tau"], achieved, setup["v_norm2"], setup["gamma"])),
                          v_norm2=setup["v_norm2"], gamma=setup["gamma"], feature="f", path=path,
