@@ -19,7 +19,7 @@ export PYDEVD_DISABLE_FILE_VALIDATION := 1
 # pip warns about every optional local index folder that this machine lacks: keep the log readable.
 QUIET := 2>&1 | { grep -v '^WARNING: Location' || true; }
 
-.PHONY: install browser book test unit notebooks lab bench student instructor clean
+.PHONY: install browser pdf book test unit notebooks lab bench student instructor clean
 
 install: $(STAMP)
 
@@ -71,6 +71,10 @@ student: install
 
 instructor: install
 	$(BIN)/python -m lmdownstream.editions instructor --book
+
+# Print version: every page of the built book, in TOC order, printed by headless Chromium into one PDF.
+pdf: book browser
+	$(BIN)/python -m lmdownstream.editions pdf
 
 clean:
 	rm -rf _build .pytest_cache

@@ -5,6 +5,8 @@ tagged ``solution`` keeps its function signatures and docstrings but their bodie
 ``raise NotImplementedError``, and every ``{solution}`` block in the text is removed.
 ``python -m lmdownstream.editions instructor --out DIR`` writes the notebooks with solutions.
 ``--book`` also builds the matching HTML book (the student book hides every solution).
+``python -m lmdownstream.editions pdf`` prints the built HTML book, page by page in the order of
+``_toc.yml``, to one PDF with headless Chromium (MathJax typeset, figures included).
 
 The chapters in ``book/`` are the single source: a coding exercise is a ``{exercise}`` block
 followed by a code cell tagged ``solution`` that defines the reader's function(s) and calls the
@@ -143,12 +145,50 @@ def build_book(edition: str, out: Path) -> Path:
     return out / "_build" / "html"
 
 
+def _toc_pages(root: Path = ROOT) -> list[str]:
+    import yaml
+
+    toc = yaml.safe_load((root / "_toc.yml").read_text())
+    return [toc["root"]] + [c["file"] for part in toc["parts"] for c in part["chapters"]]
+
+
+def build_pdf(html: Path, out: Path, chromium: str | None = None) -> Path:
+    """Print every page of the built HTML book ``html`` (in TOC order) with headless Chromium into one PDF."""
+    from pypdf import PdfWriter
+
+    chromium = chromium or shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if not chromium:
+        raise FileNotFoundError("the PDF is printed by Chromium: install it (e.g. apt-get install chromium) and retry.")
+    if not (html / "index.html").exists():
+        raise FileNotFoundError(f"no built book in {html}: run `make book` first.")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    parts_dir = out.parent / "pdf-pages"
+    parts_dir.mkdir(exist_ok=True)
+    writer = PdfWriter()
+    for docname in _toc_pages():
+        page = html / (docname + ".html")
+        part = parts_dir / (docname.replace("/", "__") + ".pdf")
+        subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                        "--disable-component-update", "--disable-sync", "--no-first-run", "--no-pdf-header-footer",
+                        f"--user-data-dir={parts_dir / 'profile'}", "--virtual-time-budget=10000",
+                        "--run-all-compositor-stages-before-draw", f"--print-to-pdf={part}", page.as_uri()],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=180)
+        writer.append(str(part))
+    with open(out, "wb") as fh:
+        writer.write(fh)
+    return out
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lmdownstream.editions", description=__doc__.splitlines()[0])
-    parser.add_argument("edition", choices=["student", "instructor"])
+    parser.add_argument("edition", choices=["student", "instructor", "pdf"])
     parser.add_argument("--out", type=Path, default=None, help="output folder (default _build/<edition>)")
     parser.add_argument("--book", action="store_true", help="also build the HTML book of this edition")
     args = parser.parse_args(argv)
+    if args.edition == "pdf":
+        pdf = build_pdf(ROOT / "_build" / "html", (args.out or ROOT / "_build") / "lmdownstream.pdf")
+        print(f"PDF of the book: {pdf}")
+        return 0
     out = args.out or ROOT / "_build" / args.edition
     paths = write_notebooks(args.edition, out / "notebooks")
     print(f"{args.edition} notebooks: {len(paths)} written to {out / 'notebooks'}")

@@ -273,6 +273,12 @@ class ContextLanguage:
 class HMMLanguage:
     r"""A hidden Markov model over words: :math:`z_1 \sim \pi_0`, :math:`z_{t+1} \sim A[z_t]`, :math:`w_t \sim E[z_t]`.
 
+    Prefixes are int arrays (n, L) of word ids, all of the same length L >= 0; a prefix of length 0
+    (shape (n, 0)) conditions on nothing, so :math:`p^*(\cdot) = \pi_0 E`. Group prefixes by length.
+
+    Attributes: ``n_states``, ``vocab_size``, ``initial``, ``transition``, ``emission``,
+    ``state_labels``, ``n_labels`` (0 without labels), ``indicative_words`` ((K, k) or None).
+
     Parameters
     ----------
     initial : (S,) distribution :math:`\pi_0` of the first hidden state.
@@ -280,12 +286,6 @@ class HMMLanguage:
     emission : (S, V) row-stochastic :math:`E[z, w] = P(w_t = w | z_t = z)`.
     state_labels : (S,) ints in 0..K-1 (at least two labels), or None: the latent label of each
         state (e.g. the sentiment component of the hidden state).
-
-    Prefixes are int arrays (n, L) of word ids, all of the same length L >= 0; a prefix of length 0
-    (shape (n, 0)) conditions on nothing, so :math:`p^*(\cdot) = \pi_0 E`. Group prefixes by length.
-
-    Attributes: ``n_states``, ``vocab_size``, ``initial``, ``transition``, ``emission``,
-    ``state_labels``, ``n_labels`` (0 without labels), ``indicative_words`` ((K, k) or None).
     """
 
     def __init__(self, initial, transition, emission, state_labels=None):

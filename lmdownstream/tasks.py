@@ -52,7 +52,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["DATASETS", "PROMPTS", "WORDS", "VERBALIZERS", "load_dataset", "dataset_info", "zero_shot",
+__all__ = ["DATASETS", "PROMPTS", "WORDS", "VERBALIZERS", "load_dataset", "dataset_info", "hub_reachable", "zero_shot",
            "bag_of_words", "experiment_table", "TABLE_SIZES", "table_sizes", "table_markdown", "plot_table"]
 
 DATASETS = ("tweet-sentiment", "bbc-news", "sst2", "sst5", "ag_news")
@@ -128,6 +128,12 @@ def _offline() -> bool:
             return False
     except OSError:
         return True
+
+
+def hub_reachable() -> bool:
+    """Whether the Hugging Face hub may and can be reached (no ``HF_HUB_OFFLINE`` /
+    ``HF_DATASETS_OFFLINE``, and a connection opens within 2 s)."""
+    return not _offline()
 
 
 def _stratified_split(labels, test_fraction, seed):

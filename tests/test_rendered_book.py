@@ -131,3 +131,15 @@ def test_page_renders(built_book, browser, docname):
     browser.set_window_size(1300, max(1000, height))
     assert browser.save_screenshot(str(SHOTS / (docname.replace("/", "__") + ".png")))
     browser.set_window_size(1300, 1000)
+
+
+@pytest.mark.book
+def test_search_finds_pages(built_book, browser):
+    """The book's search page returns results for a word that the chapters use."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get((built_book / "search.html").as_uri() + "?q=entropy")
+    WebDriverWait(browser, 30).until(
+        lambda d: d.execute_script("return document.querySelectorAll('#search-results li, ul.search li').length") > 0)
+    hits = browser.execute_script("return Array.from(document.querySelectorAll('#search-results li a, ul.search li a')).map(a => a.href)")
+    assert any("ch02_language_modelling" in h for h in hits), hits[:5]

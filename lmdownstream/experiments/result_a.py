@@ -26,7 +26,7 @@ is computed exactly. Language models :math:`\{p\}` are built at chosen excess cr
 * :func:`family` -- the models of one family at a list of target ε.
 * :func:`evaluate` -- for each model the task losses and the bound (one row per model).
 * :func:`run` -- a language, its task, all families, all rows: the chapter's one call.
-* :func:`shift` -- the same model under task distributions :math:`p_T \ne p_L` (distribution shift).
+* :func:`shift`, :func:`tilt` -- the same model under task distributions :math:`p_T \ne p_L` (distribution shift).
 * :func:`slope` -- the log-log slope of (loss − τ) against ε.
 
 Binary tasks only (the theorem's logistic loss with labels :math:`\pm 1`).
@@ -42,7 +42,7 @@ from scipy.special import rel_entr
 from .. import lm, synthetic, theory
 from .._checks import as_array, check_distributions, check_labels, check_positive, check_weights
 
-__all__ = ["FAMILIES", "family", "aligned_family", "evaluate", "run", "shift", "slope", "fixed_loss"]
+__all__ = ["FAMILIES", "family", "aligned_family", "evaluate", "run", "shift", "slope", "fixed_loss", "tilt"]
 
 FAMILIES = ("noise", "trained", "temperature", "aligned")
 
@@ -359,46 +359,62 @@ def run(eps, B: float = 2.0, n_contexts: int = 400, vocab_size: int = 30, label_
 
 
 # --------------------------------------------------------------------------- distribution shift
-def shift(p_star, y, p, p_lm, B, mix, subset):
-    r"""One model under task distributions that drift from :math:`p_L` towards a subset of contexts.
+def shift(p_star, y, p, p_lm, B, p_tasks):
+    r"""One model under several task distributions :math:`p_T \ne p_L` (distribution shift).
 
-    :math:`p_T^{(\lambda)} = (1-\lambda)\,p_L + \lambda\, u_S`, with :math:`u_S` uniform on the contexts
-    ``subset``, for each :math:`\lambda` in ``mix``. For each, :math:`\gamma = \gamma(p_T)`
-    (:func:`~lmdownstream.theory.gamma`), the task's own :math:`\tau_T` (best :math:`\|v\|_\infty\le B`
-    classifier on :math:`p^*` under :math:`p_T`), the actual loss on p and the bounds (see
-    :func:`evaluate`; :math:`\varepsilon` is always measured under :math:`p_L`).
+    For each :math:`p_T`: :math:`\gamma = \gamma(p_T)` (:func:`~lmdownstream.theory.gamma`), the task's
+    own :math:`\tau_T` (best :math:`\|v\|_\infty\le B` classifier on :math:`p^*` under :math:`p_T`), the
+    actual loss on p under :math:`p_T` and the bounds of :func:`evaluate`; :math:`\varepsilon` is always
+    measured under :math:`p_L`, as the theorem has it.
 
     Parameters
     ----------
     p_star : (n, V); y : (n,) two classes; p : (n, V) the model; p_lm : (n,) p_L; B : > 0;
-    mix : (k,) values of :math:`\lambda` in [0, 1]; subset : (m,) context ids (no repeats).
+    p_tasks : (k, n) task distributions over the same contexts, one per row (normalised here).
 
     Returns
     -------
-    list of k dicts: the keys of :func:`evaluate` plus ``mix`` and ``tau_T`` (= ``tau``).
+    list of k dicts: the keys of :func:`evaluate` plus ``tau_T`` (= ``tau``, the task's own).
     """
     P = check_distributions(p_star, "p_star")
     if P.ndim != 2:
         raise ValueError(f"p_star must have shape (n, V) but has shape {P.shape}.")
     n = P.shape[0]
     w_lm = check_weights(p_lm, n, "p_lm")
-    mix = as_array(mix, "mix", ndim=1)
-    if np.any((mix < 0) | (mix > 1)):
-        raise ValueError("mix must hold values of lambda in [0, 1].")
-    S = np.asarray(subset)
-    if S.ndim != 1 or S.size == 0 or S.dtype.kind not in "iu" or S.min() < 0 or S.max() >= n:
-        raise ValueError(f"subset must be a non-empty 1-D array of context ids in 0..{n - 1}.")
-    if np.unique(S).size != S.size:
-        raise ValueError("subset has repeated context ids; pass each context once.")
-    u = np.zeros(n)
-    u[S] = 1.0 / S.size
+    T = as_array(p_tasks, "p_tasks", ndim=2)
+    if T.shape[1] != n:
+        raise ValueError(f"p_tasks has {T.shape[1]} columns but there are {n} contexts; pass (k, n), one "
+                         "task distribution per row.")
     rows = []
-    for lam in mix:
-        p_task = (1 - lam) * w_lm + lam * u
-        (row,) = evaluate(P, y, [p], B, p_lm=w_lm, p_task=p_task, family_name="shift")
-        row.update(mix=float(lam), tau_T=row["tau"])
+    for p_task in T:
+        (row,) = evaluate(P, y, [p], B, p_lm=w_lm, p_task=check_weights(p_task, n, "p_tasks row"),
+                          family_name="shift")
+        row["tau_T"] = row["tau"]
         rows.append(row)
     return rows
+
+
+def tilt(p_lm, score, beta):
+    r"""Task distributions that over-sample contexts with a high ``score``: :math:`p_T \propto p_L\, \mathrm{score}^\beta`.
+
+    Parameters
+    ----------
+    p_lm : (n,) p_L; score : (n,) positive (e.g. the model's KL per context); beta : (k,) exponents
+    >= 0 (0 gives :math:`p_L` itself).
+
+    Returns
+    -------
+    (k, n) array, rows are distributions.
+    """
+    w = check_weights(p_lm, np.size(p_lm), "p_lm")
+    sc = as_array(score, "score", ndim=1)
+    if sc.shape != w.shape or np.any(sc <= 0):
+        raise ValueError("score must be positive, one value per context.")
+    beta = as_array(beta, "beta", ndim=1)
+    if np.any(beta < 0):
+        raise ValueError("beta must be >= 0.")
+    T = w[None, :] * np.exp(beta[:, None] * np.log(sc / sc.max())[None, :])
+    return T / T.sum(axis=1, keepdims=True)
 
 
 # --------------------------------------------------------------------------- rates
