@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--n-test", type=int, default=None, help="test set size (default: by profile)")
     t.add_argument("--max-words", type=int, default=None, help="keep the first N words of each text (default: by profile)")
     t.add_argument("--seeds", type=int, default=5, help="seeds (training subsamples and CV folds), default 5")
+    t.add_argument("--cs", default=None, help="C grid, comma-separated (default: 1e-6 to 1e3, 10 values)")
     t.add_argument("--device", default=None, help="torch device (default: cuda, then mps, then cpu)")
     t.add_argument("--dtype", default=None, help="model weights: float32 (default) or bfloat16")
     t.add_argument("--out", required=True, help="output folder (created)")
@@ -66,7 +67,9 @@ def _table(args) -> int:
     print(f"{config.describe()} model={args.model} dataset={name} sizes={sizes}", flush=True)
     try:
         lm = load_lm(args.model, device=args.device, dtype=args.dtype)
-        rows = tasks.experiment_table(lm, name, seeds=args.seeds, prompt=prompt, progress=not args.quiet, **sizes)
+        Cs = None if args.cs is None else [float(c) for c in args.cs.split(",")]
+        rows = tasks.experiment_table(lm, name, seeds=args.seeds, prompt=prompt, Cs=Cs, progress=not args.quiet,
+                                      **sizes)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -14,8 +14,8 @@ def test_table_writes_csv_markdown_and_png(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("LMDOWNSTREAM_CACHE", str(tmp_path / "cache"))
     model = make_tiny_gpt2(tmp_path / "tiny")
     out = tmp_path / "out"
-    code = cli.main(["table", "--model", model, "--dataset", "bbc-news", "--n-train", "50", "--n-test", "25",
-                     "--seeds", "2", "--max-words", "30", "--device", "cpu", "--out", str(out), "--quiet"])
+    code = cli.main(["table", "--model", model, "--dataset", "tweet-sentiment", "--n-train", "40", "--n-test", "20",
+                     "--seeds", "1", "--cs", "0.1,10", "--max-words", "30", "--device", "cpu", "--out", str(out), "--quiet"])
     assert code == 0
     rows = list(csv.DictReader(open(out / "table.csv")))
     assert len(rows) >= 10 and {r["features"] for r in rows} >= {"f(s)", "Φp_f(s)", "bag of words", "zero-shot"}

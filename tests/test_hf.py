@@ -95,7 +95,7 @@ def test_softmax_of_features_is_the_models_distribution(tiny):
 
 
 def test_phi_p_and_subset_against_brute_force(tiny):
-    words = ["great", "sad", "movie"]
+    words = ["great", "sad", "the"]
     out = hf.extract(tiny, TEXTS, kinds=("f", "Phi_p", "subset"), words=words, cache=False, progress=False,
                      chunk_size=7)
     P = softmax_view(tiny, out["f"])
@@ -174,7 +174,7 @@ def test_cache_hit_returns_identical_arrays(tiny, tmp_cache):
 
 # --------------------------------------------------------------------------- word subsets
 def test_resolve_words_with_and_without_space(tiny):
-    sub = hf.resolve_words(tiny, ["great", "movie"])
+    sub = hf.resolve_words(tiny, ["great", "the"])
     for tokstr, i in zip(sub.tokens, sub.ids):
         assert tiny.tokenizer(tokstr, add_special_tokens=False)["input_ids"] == [i]
     assert sub.dropped == []

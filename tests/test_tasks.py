@@ -107,7 +107,8 @@ def test_bag_of_words():
 
 def test_experiment_table_rows(tiny, tmp_path, monkeypatch):
     monkeypatch.setenv("LMDOWNSTREAM_CACHE", str(tmp_path))
-    rows = tasks.experiment_table(tiny, "tweet-sentiment", n_train=40, n_test=20, seeds=2, progress=False)
+    rows = tasks.experiment_table(tiny, "tweet-sentiment", n_train=40, n_test=20, seeds=2, Cs=[0.1, 10.0],
+                                  progress=False)
     feats = [(r["features"], r["prompt"]) for r in rows]
     assert ("f(s)", False) in feats and ("f(s)", True) in feats and ("Φp_f(s)", True) in feats
     assert ("bag of words", False) in feats and ("zero-shot", True) in feats
