@@ -74,15 +74,18 @@ def test_shift_bounds_and_gamma(small):
     P, w, y = lang.p_next, lang.p_context, lang.labels
     (p,) = result_a.family("noise", P, [1e-2], w)
     kl = (P * np.log(P / p)).sum(1)
-    worst = np.argsort(-kl)[:8]
-    rows = result_a.shift(P, y, p, w, 2.0, mix=[0.0, 0.5, 0.9, 1.0], subset=worst)
+    T = result_a.tilt(w, kl, [0.0, 1.0, 2.0, 4.0])
+    assert T.shape == (4, len(w)) and np.allclose(T.sum(1), 1) and np.allclose(T[0], w)
+    rows = result_a.shift(P, y, p, w, 2.0, T)
     _chain_holds(rows)
     g = [r["gamma"] for r in rows]
     assert g[0] == 1.0 and all(a > b for a, b in zip(g, g[1:]))
+    assert [r["gamma"] for r in rows] == pytest.approx([theory.gamma(t, w) for t in T], abs=1e-12)
     assert rows[0]["tau_T"] == pytest.approx(fit.loss, abs=TOL)
     assert rows[-1]["kl_task"] > rows[0]["kl_task"]  # the task moved to the model's worst contexts
     for r in rows:
         assert r["eps"] == pytest.approx(1e-2, rel=1e-8)  # eps is always measured under p_L
+        assert r["kl_task"] <= r["eps"] / r["gamma"] + 1e-12  # the change of measure
 
 
 def test_fixed_loss_matches_definition():
@@ -113,10 +116,12 @@ def test_bad_inputs(small):
         result_a.evaluate(P, y, [P], -1.0, p_lm=w)
     with pytest.raises(ValueError, match="coef has"):
         result_a.aligned_family(P, y, fit.coef[:-1], [1e-5], w)
-    with pytest.raises(ValueError, match="mix"):
-        result_a.shift(P, y, P, w, 2.0, mix=[1.5], subset=[0, 1])
-    with pytest.raises(ValueError, match="repeated"):
-        result_a.shift(P, y, P, w, 2.0, mix=[0.5], subset=[0, 0])
+    with pytest.raises(ValueError, match="columns"):
+        result_a.shift(P, y, P, w, 2.0, np.ones((2, len(w) + 1)))
+    with pytest.raises(ValueError, match="beta"):
+        result_a.tilt(w, np.ones(len(w)), [-1.0])
+    with pytest.raises(ValueError, match="score"):
+        result_a.tilt(w, np.zeros(len(w)), [1.0])
     with pytest.raises(ValueError, match="at least 3"):
         result_a.slope([dict(family="x", eps=1e-3, tau=0.5, loss=0.4)] * 5)
     with pytest.raises(ValueError, match="family must be one of"):

@@ -51,9 +51,10 @@ def test_learned_phi_reaches_top_eigenspace():
     lang = result_d.topic_language(n_contexts=100, vocab_size=20, n_topics=3, noise=0.05, seed=1)
     _, lam, U = result_d.omega(lang.p_next, lang.p_context)
     assert np.all(np.diff(lam) <= 1e-15) and np.allclose(U.T @ U, np.eye(20), atol=1e-10)
-    res = result_d.learned_phi_angles(lang, d=3, max_steps=300, als_iters=30, seed=0)
+    res = result_d.learned_phi_angles(lang, d=3, steps=1500, als_iters=30, seed=0)
     assert res["gap"] > 0 and np.isclose(res["tail"], 0.5 * lam[3:].sum())
     assert np.degrees(res["als"]["angles"].max()) < 1e-6
+    assert np.degrees(res["adam"]["angles"].max()) < 5
     assert np.degrees(res["random"]["angles"].max()) > 30
     for key in ("adam", "als", "random"):
         r = res[key]
@@ -80,5 +81,7 @@ def test_rejects_bad_input(setup):
         result_d.topic_language(vocab_size=5, n_topics=5)
     with pytest.raises(ValueError, match="smaller than the vocabulary"):
         result_d.learned_phi_angles(result_d.topic_language(n_contexts=20, vocab_size=8, n_topics=2), d=8)
+    with pytest.raises(ValueError, match="lr must be"):
+        result_d.adam_quad_joint(np.ones((3, 4)) / 4, np.ones(3), d=2, lr=0.0)
     with pytest.raises(ValueError, match="non-negative"):
         result_d.omega(np.ones((3, 4)) / 4, np.array([1.0, -1.0, 1.0]))

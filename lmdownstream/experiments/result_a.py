@@ -45,6 +45,7 @@ from .._checks import as_array, check_distributions, check_labels, check_positiv
 
 __all__ = ["FAMILIES", "family", "aligned_family", "evaluate", "run", "shift", "slope", "fixed_loss", "tilt"]
 
+#: The four ways :func:`family` builds language models at a chosen ε (see the module docstring).
 FAMILIES = ("noise", "trained", "temperature", "aligned")
 
 
@@ -169,8 +170,11 @@ def aligned_family(p_star, y, coef, eps, weights=None):
 
     Parameters
     ----------
-    p_star : (n, V); y : (n,) two classes; coef : (V,) the classifier v (e.g. the one achieving tau);
-    eps : (m,) target excess cross-entropies > 0; weights : (n,) p_L (None: uniform).
+    p_star : (n, V) true next-word distributions.
+    y : (n,) labels, two classes.
+    coef : (V,) the classifier v (e.g. the one achieving tau).
+    eps : (m,) target excess cross-entropies > 0.
+    weights : (n,) p_L (None: uniform).
 
     Returns
     -------
@@ -294,11 +298,15 @@ def evaluate(p_star, y, models, B, p_lm=None, p_task=None, tau_fit=None, unconst
 
     Parameters
     ----------
-    p_star : (n, V); y : (n,) two classes; models : list of (n, V) model distributions;
-    B : > 0; p_lm : (n,) p_L, the distribution ε is measured under (None: uniform);
-    p_task : (n,) p_T, the task distribution (None: ``p_lm``); tau_fit : a precomputed
-    ``theory.task_fit(p_star, y, B, p_task)`` (None: computed here);
-    unconstrained : also fit the unconstrained classifier; family_name : stored in each row.
+    p_star : (n, V) true next-word distributions.
+    y : (n,) labels, two classes.
+    models : list of (n, V) model distributions.
+    B : > 0, the bound on the classifier.
+    p_lm : (n,) p_L, the distribution ε is measured under (None: uniform).
+    p_task : (n,) p_T, the task distribution (None: the same as p_lm).
+    tau_fit : a precomputed ``theory.task_fit(p_star, y, B=B, weights=p_task)``, or None (computed here).
+    unconstrained : also fit the unconstrained classifier.
+    family_name : stored in each row.
 
     Returns
     -------
@@ -402,7 +410,11 @@ def shift(p_star, y, p, p_lm, B, p_tasks):
 
     Parameters
     ----------
-    p_star : (n, V); y : (n,) two classes; p : (n, V) the model; p_lm : (n,) p_L; B : > 0;
+    p_star : (n, V) true next-word distributions.
+    y : (n,) labels, two classes.
+    p : (n, V) the model.
+    p_lm : (n,) p_L, under which ε is measured.
+    B : > 0, the bound on the classifier.
     p_tasks : (k, n) task distributions over the same contexts, one per row (normalised here).
 
     Returns
@@ -432,8 +444,9 @@ def tilt(p_lm, score, beta):
 
     Parameters
     ----------
-    p_lm : (n,) p_L; score : (n,) positive (e.g. the model's KL per context); beta : (k,) exponents
-    >= 0 (0 gives :math:`p_L` itself).
+    p_lm : (n,) the language's context distribution p_L.
+    score : (n,) positive scores, e.g. the model's KL per context.
+    beta : (k,) exponents, each at least 0 (0 gives p_L itself).
 
     Returns
     -------
@@ -459,8 +472,9 @@ def slope(rows, key: str = "loss", family_name=None):
 
     Parameters
     ----------
-    rows : list of dicts with ``eps``, ``tau`` and ``key``; key : e.g. ``"loss"``, ``"loss_v"``,
-    ``"bound"``; family_name : keep only rows of this family (None: all rows).
+    rows : list of dicts with ``eps``, ``tau`` and ``key``.
+    key : e.g. ``"loss"``, ``"loss_v"``, ``"bound"``.
+    family_name : keep only rows of this family (None: all rows).
 
     Returns
     -------
