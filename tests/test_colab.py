@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-CHAPTERS = sorted((ROOT / "book").glob("*.ipynb"))
+CHAPTERS = sorted((ROOT / "book").glob("ch*.ipynb"))  # every chapter notebook
 REPO_SPEC = "lmdownstream @ git+https://github.com/lmdownstream/lmdownstream"
 
 
