@@ -10,5 +10,14 @@ answers), import it here, and call it from the chapter's solution cell.
 """
 from ._core import REGISTRY, ExerciseFailed, exercise
 from .ch02 import check_blur_excess, check_sample_xent
+from .ch05 import check_conditional_mean_features
+from .ch06 import check_fit_quadratic_log_z, check_gaussian_log_z
+from .ch08 import check_gd_quad_features, check_quad_minimiser
 
-__all__ = ["REGISTRY", "ExerciseFailed", "exercise", "check_sample_xent", "check_blur_excess"]
+__all__ = [
+    "REGISTRY", "ExerciseFailed", "exercise",
+    "check_sample_xent", "check_blur_excess",                       # chapter 2
+    "check_conditional_mean_features",                              # chapter 5
+    "check_gaussian_log_z", "check_fit_quadratic_log_z",            # chapter 6
+    "check_quad_minimiser", "check_gd_quad_features",               # chapter 8
+]
