@@ -33,7 +33,7 @@ def _shape_hint(got, n, d, what, how):
     lambda Phi, p_star: np.linalg.solve(Phi @ Phi.T, Phi @ p_star.T),             # forgot the transpose
 ])
 def check_quad_minimiser(quad_minimiser, n_cases: int = 5, seed: int = 0) -> bool:
-    """Check ``quad_minimiser(Phi, p_star) -> (n, d)``: θ*_s = (ΦΦᵀ)⁻¹Φp*(·|s) for every context (row of p_star)."""
+    """Check ``quad_minimiser(Phi, p_star) -> (n, d)``: ``θ*_s = (ΦΦᵀ)⁻¹ Φ p*(·|s)`` for every context (row of p_star)."""
     rng = np.random.default_rng(seed)
     for case in range(n_cases):
         Phi, p_star = _case(rng)

@@ -134,8 +134,16 @@ def gaussian_check(d: int = 8, vocab_sizes=(100, 1_000, 10_000), radii=None, n_d
 
     Parameters
     ----------
-    d : int; vocab_sizes : sequence of ints; radii : sequence of r > 0 (default
-    ``np.geomspace(0.1, 6, 12)``); n_directions : int; seed : int.
+    d : int
+        Dimension of the embeddings.
+    vocab_sizes : sequence of int
+        Vocabulary sizes V to try.
+    radii : sequence of float, optional
+        Radii r > 0; default ``np.geomspace(0.1, 6, 12)``.
+    n_directions : int
+        Random unit directions per radius.
+    seed : int
+        Seed of the embeddings and directions.
 
     Returns
     -------
