@@ -5,6 +5,8 @@ tagged ``solution`` keeps its function signatures and docstrings but their bodie
 ``raise NotImplementedError``, and every ``{solution}`` block in the text is removed.
 ``python -m lmdownstream.editions instructor --out DIR`` writes the notebooks with solutions.
 ``--book`` also builds the matching HTML book (the student book hides every solution).
+``python -m lmdownstream.editions clean`` clears the outputs of every chapter notebook in place
+(notebooks are committed without outputs).
 ``python -m lmdownstream.editions pdf`` prints the built HTML book, page by page in the order of
 ``_toc.yml``, to one PDF with headless Chromium (MathJax typeset, figures included).
 
@@ -181,10 +183,19 @@ def build_pdf(html: Path, out: Path, chromium: str | None = None) -> Path:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lmdownstream.editions", description=__doc__.splitlines()[0])
-    parser.add_argument("edition", choices=["student", "instructor", "pdf"])
+    parser.add_argument("edition", choices=["student", "instructor", "pdf", "clean"])
     parser.add_argument("--out", type=Path, default=None, help="output folder (default _build/<edition>)")
     parser.add_argument("--book", action="store_true", help="also build the HTML book of this edition")
     args = parser.parse_args(argv)
+    if args.edition == "clean":
+        for path in sorted((ROOT / "book").glob("*.ipynb")):
+            nb = json.loads(path.read_text())
+            for cell in nb["cells"]:
+                if cell["cell_type"] == "code":
+                    cell["outputs"], cell["execution_count"] = [], None
+            path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+        print("cleared the outputs of every notebook in book/")
+        return 0
     if args.edition == "pdf":
         pdf = build_pdf(ROOT / "_build" / "html", (args.out or ROOT / "_build") / "lmdownstream.pdf")
         print(f"PDF of the book: {pdf}")
