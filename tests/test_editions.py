@@ -27,7 +27,7 @@ def _solution_lines(source: str) -> list[str]:
 
 
 def test_every_chapter_with_exercises_has_solution_cells():
-    for path in CHAPTERS:
+    for path in (p for p in CHAPTERS if p.name.startswith("ch")):
         nb = json.loads(path.read_text())
         text = "".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
         if "{exercise}" in text:

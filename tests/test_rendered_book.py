@@ -102,10 +102,10 @@ def test_page_renders(built_book, browser, docname):
 
     source = _source_text(docname)
     for box in BOXES:
-        want = len(re.findall(r"\{prf:%s\}" % box, source))
+        want = len(re.findall(r"^\s*(?:`{3,}|:{3,})\{prf:%s\}" % box, source, flags=re.M))
         got = browser.execute_script(f"return document.querySelectorAll('div.proof.{box}').length")
         assert got == want, f"{docname}: {want} {box} box(es) in the source but {got} on the page"
-    want = len(re.findall(r"\{exercise\}", source))
+    want = len(re.findall(r"^\s*(?:`{3,}|:{3,})\{exercise\}", source, flags=re.M))
     got = browser.execute_script("return document.querySelectorAll('div.exercise').length")
     assert got == want, f"{docname}: {want} exercise box(es) in the source but {got} on the page"
 

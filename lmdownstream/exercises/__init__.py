@@ -14,6 +14,7 @@ from .ch03 import check_is_convex_decreasing, check_prior_entropy
 from .ch04 import check_half_range, check_result_a_bound
 from .ch05 import check_conditional_mean_features
 from .ch06 import check_fit_quadratic_log_z, check_gaussian_log_z
+from .ch07 import check_calibrated_predictions
 from .ch08 import check_gd_quad_features, check_quad_minimiser
 
 __all__ = [
@@ -23,5 +24,6 @@ __all__ = [
     "check_result_a_bound", "check_half_range",                     # chapter 4
     "check_conditional_mean_features",                              # chapter 5
     "check_gaussian_log_z", "check_fit_quadratic_log_z",            # chapter 6
+    "check_calibrated_predictions",                                 # chapter 7
     "check_quad_minimiser", "check_gd_quad_features",               # chapter 8
 ]
