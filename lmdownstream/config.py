@@ -14,6 +14,7 @@ Environment variables
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 PROFILES = ("ci", "full")
@@ -89,3 +90,49 @@ def describe() -> str:
     import torch
 
     return f"lmdownstream profile={profile()!r} device={device()} torch={torch.__version__}"
+
+
+@contextmanager
+def single_blas_thread():
+    """Run the enclosed numpy/scipy code with one BLAS thread (restored afterwards).
+
+    The library's solvers do many small matrix products; on a small or busy machine,
+    multi-threaded BLAS makes them many times slower (30-50x was measured on 2 shared cores).
+    Uses threadpoolctl when it is installed and does nothing otherwise.
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl is a dependency
+        yield
+        return
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
+@contextmanager
+def single_threaded():
+    """Run the enclosed code with one torch thread and one BLAS thread (both restored afterwards)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with single_blas_thread():
+            yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def hub_offline(*extra_vars: str) -> bool:
+    """True when the Hugging Face hub must not be reached (``HF_HUB_OFFLINE``, ``TRANSFORMERS_OFFLINE``
+    or one of ``extra_vars`` set) or cannot be reached (a 2-second connection test)."""
+    import socket
+
+    for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", *extra_vars):
+        if os.environ.get(key, "").strip().lower() in ("1", "true", "yes", "on"):
+            return True
+    try:
+        with socket.create_connection(("huggingface.co", 443), timeout=2.0):
+            return False
+    except OSError:
+        return True

@@ -26,7 +26,6 @@ import importlib.util
 import json
 import os
 import shutil
-import socket
 import warnings
 from collections import namedtuple
 from pathlib import Path
@@ -117,14 +116,7 @@ def _context_window(cfg) -> int:
 # --------------------------------------------------------------------------- loading
 def _offline() -> bool:
     """True when the Hugging Face hub must not (HF_HUB_OFFLINE) or cannot be reached."""
-    for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
-        if os.environ.get(key, "").strip().lower() in ("1", "true", "yes", "on"):
-            return True
-    try:
-        with socket.create_connection(("huggingface.co", 443), timeout=2.0):
-            return False
-    except OSError:
-        return True
+    return config.hub_offline()
 
 
 def _as_dtype(dtype):

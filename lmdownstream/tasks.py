@@ -45,13 +45,13 @@ Call :func:`dataset_info` for sizes.
 from __future__ import annotations
 
 import html
-import os
 import re
-import socket
 import warnings
 from pathlib import Path
 
 import numpy as np
+
+from . import config
 
 __all__ = ["DATASETS", "PROMPTS", "WORDS", "VERBALIZERS", "load_dataset", "dataset_info", "hub_reachable", "zero_shot",
            "bag_of_words", "experiment_table", "TABLE_SIZES", "table_sizes", "table_markdown", "plot_table"]
@@ -121,14 +121,7 @@ def _package_dir(pkg, install):
 
 
 def _offline() -> bool:
-    for key in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"):
-        if os.environ.get(key, "").strip().lower() in ("1", "true", "yes", "on"):
-            return True
-    try:
-        with socket.create_connection(("huggingface.co", 443), timeout=2.0):
-            return False
-    except OSError:
-        return True
+    return config.hub_offline("HF_DATASETS_OFFLINE")
 
 
 def hub_reachable() -> bool:

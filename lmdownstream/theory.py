@@ -19,8 +19,7 @@ import numpy as np
 from scipy.optimize import minimize
 from scipy.special import log_softmax, rel_entr
 
-from contextlib import contextmanager
-
+from .config import single_blas_thread
 from ._checks import as_array, check_distributions, check_labels, check_positive, check_weights
 
 __all__ = [
@@ -72,23 +71,6 @@ def excess_xent(p_star, p, weights=None) -> float:
 
 
 # --------------------------------------------------------------------------- best linear classifier
-@contextmanager
-def single_blas_thread():
-    """Run the enclosed numpy/scipy code with one BLAS thread (restored afterwards).
-
-    The solvers here do many small matrix products; on a small or busy machine, multi-threaded
-    BLAS makes them many times slower (30-50x was measured on 2 shared cores). Uses threadpoolctl
-    when it is installed and does nothing otherwise.
-    """
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - threadpoolctl is a dependency
-        yield
-        return
-    with threadpool_limits(limits=1, user_api="blas"):
-        yield
-
-
 @dataclass
 class TaskFit:
     """Result of :func:`task_fit`.

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._core import ExerciseFailed, call, compare, exercise, passed, random_distributions
+from ._core import call, compare, exercise, passed, random_distributions
 
 
 def _reference_sample_xent(p, pairs):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._core import ExerciseFailed, call, compare, exercise, passed
+from ._core import call, compare, exercise, passed
 
 
 def _reference_result_a_bound(tau, eps, B, gamma=1.0, lipschitz=1.0):

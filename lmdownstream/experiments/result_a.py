@@ -33,13 +33,11 @@ Binary tasks only (the theorem's logistic loss with labels :math:`\pm 1`).
 """
 from __future__ import annotations
 
-import contextlib
 import functools
-
 import numpy as np
-import torch
 from scipy.special import rel_entr
 
+from ..config import single_threaded
 from .. import lm, synthetic, theory
 from .._checks import as_array, check_distributions, check_labels, check_positive, check_weights
 
@@ -50,28 +48,7 @@ FAMILIES = ("noise", "trained", "temperature", "aligned")
 
 
 # --------------------------------------------------------------------------- helpers
-@contextlib.contextmanager
-def _one_thread():
-    """torch and BLAS on one thread for these small problems, then restored.
-
-    Measured on a busy 2-core machine: with two OpenBLAS threads, scipy's L-BFGS-B in
-    :func:`lmdownstream.theory.task_fit` ran 30-50x slower on these (400, 30) problems (about 0.7 s
-    of CPU per fit instead of 0.015 s). The BLAS limit uses threadpoolctl when it is installed (it
-    comes with scikit-learn) and is skipped otherwise.
-    """
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        from threadpoolctl import threadpool_limits
-
-        blas = threadpool_limits(limits=1)
-    except ImportError:  # pragma: no cover - optional
-        blas = contextlib.nullcontext()
-    try:
-        with blas:
-            yield
-    finally:
-        torch.set_num_threads(before)
+_one_thread = single_threaded  # torch and BLAS on one thread for these small problems
 
 
 def _single_threaded(fn):

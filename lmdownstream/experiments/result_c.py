@@ -20,13 +20,13 @@ Every function returns plain numbers or a list of dict rows (one per model).
 """
 from __future__ import annotations
 
-import contextlib
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from ..config import single_threaded
 from .. import features, lm, probes, synthetic, theory
 from .._checks import as_array, check_labels, check_positive, check_weights
 
@@ -35,27 +35,7 @@ __all__ = ["gaussian_embeddings", "gaussian_log_partition", "gaussian_check", "N
 PHI_KINDS = ("gaussian", "learned")
 
 
-@contextlib.contextmanager
-def _one_thread():
-    """torch and BLAS on one thread for these small problems, then restored.
-
-    Measured on a busy 2-core machine: two threads make this experiment 3-4x slower (scipy's
-    L-BFGS-B in :func:`lmdownstream.theory.task_fit` included). The BLAS limit uses threadpoolctl
-    when it is installed (it comes with scikit-learn) and is skipped otherwise.
-    """
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        from threadpoolctl import threadpool_limits
-
-        blas = threadpool_limits(limits=1)
-    except ImportError:  # pragma: no cover - optional
-        blas = contextlib.nullcontext()
-    try:
-        with blas:
-            yield
-    finally:
-        torch.set_num_threads(before)
+_one_thread = single_threaded  # torch and BLAS on one thread for these small problems
 
 
 def _check_int(x, name, low=1):
