@@ -44,9 +44,11 @@ def test_chapter2_has_theorem_proof_figure_exercises(built_book):
 
 
 @pytest.mark.book
-def test_colab_launch_button(built_book):
-    page = (built_book / "book" / "ch02_language_modelling.html").read_text()
-    assert "colab.research.google.com" in page, "no Colab launch button on chapter 2"
+def test_colab_launch_button_on_every_chapter(built_book):
+    for nb in sorted((ROOT / "book").glob("ch*.ipynb")):
+        page = (built_book / "book" / (nb.stem + ".html")).read_text()
+        assert "colab.research.google.com/github/lmdownstream/lmdownstream/blob/main/book/" + nb.name in page, \
+            f"no Colab launch button for {nb.name}"
 
 
 @pytest.mark.book
