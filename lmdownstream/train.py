@@ -45,7 +45,7 @@ from . import config
 from ._checks import as_array
 
 __all__ = ["LOSSES", "TinyLM", "Corpus", "hmm_corpus", "train_tokenizer", "text_corpus", "train_lm",
-           "TrainResult", "batch_loss", "evaluate", "exact_excess", "load_run"]
+           "TrainResult", "batch_loss", "evaluate", "exact_excess", "load_run", "contexts"]
 
 LOSSES = ("xent", "quad")
 _PAD = -1  # target id of padding (never predicted, never counted)
@@ -554,6 +554,36 @@ def load_run(path, device=None) -> TrainResult:
 
 
 # --------------------------------------------------------------------------- evaluation
+def contexts(model: TinyLM, corpus: Corpus, n_contexts: int | None = None, seed: int = 0, batch_size: int = 256):
+    """Features f(s) of many contexts: every non-padding position of every sequence of ``corpus``
+    is a context (the sequence up to that token). Returns ``(F, groups)``: F (n, d) float32 and
+    the sequence index of each row (for splits that keep a sequence on one side). With
+    ``n_contexts``, a seeded uniform sample of that many positions without replacement."""
+    ids = corpus.ids[:, :-1]
+    valid = ids != _PAD
+    total = int(valid.sum())
+    if n_contexts is not None:
+        n_contexts = _check_int(n_contexts, "n_contexts")
+        if n_contexts > total:
+            raise ValueError(f"the corpus has {total} contexts, fewer than n_contexts={n_contexts}; pass a larger corpus.")
+    dev = next(model.parameters()).device
+    F_all = np.empty((total, model.d), dtype=np.float32)
+    groups = np.repeat(np.arange(ids.shape[0]), valid.sum(1))
+    at = 0
+    with torch.inference_mode():
+        for a in range(0, ids.shape[0], batch_size):
+            x = torch.as_tensor(ids[a:a + batch_size])
+            m = x != _PAD
+            h = model.hidden(x.clamp_min(0).to(dev), None if bool(m.all()) else m.long().to(dev))
+            rows = h[m.to(dev)].float().cpu().numpy()
+            F_all[at:at + rows.shape[0]] = rows
+            at += rows.shape[0]
+    if n_contexts is None:
+        return F_all, groups
+    pick = np.sort(np.random.default_rng(seed).choice(total, n_contexts, replace=False))
+    return F_all[pick], groups[pick]
+
+
 def evaluate(model: TinyLM, corpus: Corpus, batch_size: int = 256, temperature: float = 1.0) -> dict:
     r"""Held-out per-token losses: ``xent`` (nats, through :math:`\mathrm{softmax}(\Phi^\top f / T)` with
     T = ``temperature``, for models trained with either loss), ``quad`` and ``n_tokens``."""

@@ -248,3 +248,18 @@ def test_training_approaches_the_optimum(hmm):
     x0, x = (train.exact_excess(train.train_lm(c, "xent", steps=s, **kw).model, val) for s in (1, 150))
     assert q["quad_rel"] < 0.5 * q0["quad_rel"] and q["quad_rel"] < 0.5
     assert x["eps"] < 0.3 * x0["eps"]
+
+
+def test_contexts_are_hidden_states_at_every_position(hmm):
+    c = train.Corpus(np.array([[1, 2, 3, 4], [5, 6, -1, -1], [7, 8, 9, -1]]), 13)
+    m = tiny()
+    F, g = train.contexts(m, c, batch_size=2)
+    assert F.shape == (3 + 2 + 3, 16) and list(g) == [0, 0, 0, 1, 1, 2, 2, 2]
+    with torch.no_grad():
+        ref = [m.hidden(torch.as_tensor([row[:k + 1]]))[0, -1].numpy()
+               for row in ([1, 2, 3], [5, 6], [7, 8, 9]) for k in range(len(row))]
+    np.testing.assert_allclose(F, np.stack(ref), atol=1e-5)
+    Fs, gs = train.contexts(m, c, n_contexts=4, seed=1)
+    assert Fs.shape == (4, 16) and all(any(np.allclose(r, q, atol=1e-6) for q in F) for r in Fs)
+    with pytest.raises(ValueError, match="fewer than"):
+        train.contexts(m, c, n_contexts=9)

@@ -24,9 +24,24 @@ import time
 
 import numpy as np
 
-from .. import probes, synthetic, tasks, train
+from .. import config, probes, synthetic, tasks, train
 
-__all__ = ["VARIANTS", "TEXT_VARIANTS", "synthetic_study", "text_study", "summarise", "plot_probes"]
+__all__ = ["VARIANTS", "TEXT_VARIANTS", "SIZES", "sizes", "text_setup", "synthetic_study", "text_study", "summarise",
+           "plot_probes"]
+
+#: Sizes of chapters 6 and 8 per profile (the same dict in both, so chapter 8 reuses chapter 6's checkpoints).
+SIZES = dict(
+    ci=dict(states=8, words=50, seeds=(0, 1), n_train=4_000, length=16, d=64, n_layers=2, steps=300, batch_size=64,
+            text_seeds=(0, 1), text_steps=300, text_d=64, text_vocab=2_000, block=64, text_batch=32),
+    full=dict(states=16, words=200, seeds=(0, 1, 2, 3, 4), n_train=20_000, length=32, d=128, n_layers=4, steps=3_000,
+              batch_size=64, text_seeds=(0, 1, 2), text_steps=4_000, text_d=128, text_vocab=4_000, block=128,
+              text_batch=32),
+)
+
+
+def sizes() -> dict:
+    """The :data:`SIZES` entry of the current profile (:func:`lmdownstream.config.profile`)."""
+    return dict(config.by_profile(ci=SIZES["ci"], full=SIZES["full"]))
 
 VARIANTS = (
     dict(name="xent, learned Φ", loss="xent", Phi="tied"),
@@ -92,8 +107,16 @@ def _train_variants(corpus, variants, seed, train_kw, progress):
 
 
 def _probe(Ftr, ytr, Fte, yte, seed):
-    p = probes.probe_cv(Ftr, ytr, Cs=np.logspace(-3, 3, 7), folds=3, seed=seed)
-    return float(p.score(Fte, yte))
+    """Test accuracy of a cross-validated logistic probe on standardised features.
+
+    Features are standardised with the training rows' mean and standard deviation: a Quad
+    model's :math:`\Phi p_f \approx \mu + \Phi\Phi^\top f / V` varies on a 1/V scale that no C of
+    a fixed grid reaches otherwise (the paper's probe does not scale; its features are all
+    on similar scales)."""
+    mu, sd = Ftr.mean(0), Ftr.std(0)
+    sd = np.where(sd > 0, sd, 1.0)
+    p = probes.probe_cv((Ftr - mu) / sd, ytr, Cs=np.logspace(-3, 3, 7), folds=3, seed=seed)
+    return float(p.score((Fte - mu) / sd, yte))
 
 
 def synthetic_study(hmm=None, seeds=(0, 1), variants=VARIANTS, n_train: int = 4000, n_val: int = 500,
@@ -154,6 +177,18 @@ def _texts(name, split, n, max_words):
     return tasks._truncate_words(ds["text"], max_words), np.asarray(ds["label"])
 
 
+def text_setup(vocab_size: int = 2000, block: int = 64):
+    """The real-text corpus of :func:`text_study`: (tokenizer, train Corpus, held-out Corpus).
+
+    The training splits of tweet-sentiment and bbc-news (labels unused), a byte-level BPE with
+    ``vocab_size`` tokens trained on them, blocks of ``block`` tokens, 5% of the blocks held out."""
+    texts = list(tasks.load_dataset("tweet-sentiment", "train")["text"]) + list(tasks.load_dataset("bbc-news", "train")["text"])
+    tok = train.train_tokenizer(texts, vocab_size=vocab_size)
+    full = train.text_corpus(texts, tok, block=block, name=f"tweets+bbc/train bpe{vocab_size} block{block}")
+    corpus, val = full.split(0.05, seed=0)
+    return tok, corpus, val
+
+
 def text_study(seeds=(0, 1), variants=TEXT_VARIANTS, vocab_size: int = 2000, block: int = 64, d: int = 64,
                n_layers: int = 2, n_heads: int = 4, steps: int = 300, batch_size: int = 32, lr: float = 3e-3,
                probe_sizes=None, bbc_words: int = 40, progress: bool = True) -> dict:
@@ -175,13 +210,10 @@ def text_study(seeds=(0, 1), variants=TEXT_VARIANTS, vocab_size: int = 2000, blo
     seeds = [_int(s, "seed", low=0) for s in seeds]
     if not seeds:
         raise ValueError("seeds is empty; pass at least one seed.")
-    sizes = {"tweet-sentiment": (1000, 500), "bbc-news": (500, 300)} if probe_sizes is None else dict(probe_sizes)
-    texts = list(tasks.load_dataset("tweet-sentiment", "train")["text"]) + list(tasks.load_dataset("bbc-news", "train")["text"])
-    tok = train.train_tokenizer(texts, vocab_size=vocab_size)
-    full = train.text_corpus(texts, tok, block=block, name=f"tweets+bbc/train bpe{vocab_size} block{block}")
-    corpus, val = full.split(0.05, seed=0)
+    probe_n = {"tweet-sentiment": (1000, 500), "bbc-news": (500, 300)} if probe_sizes is None else dict(probe_sizes)
+    tok, corpus, val = text_setup(vocab_size, block)
     probe_data = {}
-    for name, (n_tr, n_te) in sizes.items():
+    for name, (n_tr, n_te) in probe_n.items():
         mw = bbc_words if name == "bbc-news" else None
         (a, ya), (b, yb) = _texts(name, "train", n_tr, mw), _texts(name, "test", n_te, mw)
         probe_data[name] = (tok(a, add_special_tokens=False)["input_ids"], ya,
