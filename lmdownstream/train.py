@@ -596,7 +596,7 @@ def evaluate(model: TinyLM, corpus: Corpus, batch_size: int = 256, temperature: 
             f, w = _targets(model, ids)
             Phi = model.Phi
             sums["xent"] += float(F.cross_entropy(f @ Phi / temperature, w, reduction="sum"))
-            sums["quad"] += float(batch_loss(model, ids, "quad", reduction="sum"))
+            sums["quad"] += float((0.5 * ((f @ (Phi @ Phi.T)) * f).sum(1) - (f * Phi.T[w]).sum(1)).sum())
             n += int(w.shape[0])
     return {"xent": sums["xent"] / n, "quad": sums["quad"] / n, "n_tokens": n}
 

@@ -235,6 +235,10 @@ def test_exact_excess_matches_brute_force(hmm):
     ref = torch.nn.functional.cross_entropy(m(torch.as_tensor(c.ids[:, :-1])).reshape(-1, c.vocab_size),
                                             torch.as_tensor(c.ids[:, 1:]).reshape(-1))
     np.testing.assert_allclose(ev["xent"], float(ref.detach()), rtol=1e-5)
+    np.testing.assert_allclose(ev["quad"], float(train.batch_loss(m, c.ids, "quad").detach()), rtol=1e-5)
+    logits = m(torch.as_tensor(c.ids[:, :-1])).reshape(-1, c.vocab_size).detach()
+    hot = torch.nn.functional.cross_entropy(logits / 2.5, torch.as_tensor(c.ids[:, 1:]).reshape(-1))
+    np.testing.assert_allclose(train.evaluate(m, c, batch_size=4, temperature=2.5)["xent"], float(hot), rtol=1e-5)
     # cross-entropy on the sample = entropy + eps, up to sampling noise (exact in expectation)
     assert abs(ev["xent"] - (out["entropy"] + out["eps"])) < 0.5
 
