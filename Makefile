@@ -65,6 +65,7 @@ bench: install
 	$(BIN)/python bench/synthetic.py
 	$(BIN)/python bench/probe_vs_sklearn.py
 	$(BIN)/python bench/features.py
+	$(BIN)/python bench/train.py
 
 # One source, two editions (see lmdownstream/editions.py): notebooks and HTML book in _build/<edition>.
 student: install

@@ -15,7 +15,7 @@ from .ch04 import check_half_range, check_result_a_bound
 from .ch05 import check_conditional_mean_features
 from .ch06 import check_fit_quadratic_log_z, check_gaussian_log_z
 from .ch07 import check_calibrated_predictions
-from .ch08 import check_gd_quad_features, check_quad_minimiser
+from .ch08 import check_gd_quad_features, check_quad_loss_gram, check_quad_minimiser
 
 __all__ = [
     "REGISTRY", "ExerciseFailed", "exercise",

@@ -118,3 +118,43 @@ def check_gd_quad_features(gd_quad_features, n_cases: int = 5, seed: int = 0) ->
              "the iterates never leave θ = 0: the gradient is ΦΦᵀθ − Φp*, and at θ = 0 it is −Φp*, not 0."),
         ])
     return passed("ex-ch08-gd", n_cases)
+
+
+def _reference_quad_gram(F, Phi, targets):
+    # -f·φ_w + ½ fᵀ(ΦΦᵀ)f per row, averaged; only d x d and (n, d) arrays, never the (n, V) logits.
+    G = Phi @ Phi.T
+    return float(np.mean(0.5 * np.einsum("nd,de,ne->n", F, G, F) - np.einsum("nd,dn->n", F, Phi[:, targets])))
+
+
+@exercise("ex-ch08-gram", reference=_reference_quad_gram, wrong=[
+    lambda F, Phi, t: float(np.mean(np.einsum("nd,de,ne->n", F, Phi @ Phi.T, F) - np.einsum("nd,dn->n", F, Phi[:, t]))),  # no ½
+    lambda F, Phi, t: float(np.mean(0.5 * np.einsum("nd,de,ne->n", F, Phi @ Phi.T, F) + np.einsum("nd,dn->n", F, Phi[:, t]))),  # sign
+    lambda F, Phi, t: float(np.sum(0.5 * np.einsum("nd,de,ne->n", F, Phi @ Phi.T, F) - np.einsum("nd,dn->n", F, Phi[:, t]))),  # sum
+    lambda F, Phi, t: float(np.mean(0.5 * (F ** 2).sum(1) - np.einsum("nd,dn->n", F, Phi[:, t]))),  # dropped Φ
+])
+def check_quad_loss_gram(quad_loss_gram, n_cases: int = 5, seed: int = 0) -> bool:
+    """Check ``quad_loss_gram(F, Phi, targets) -> float``: the mean sample Quad loss
+    ``mean_i [-f_iᵀφ_{w_i} + ½ f_iᵀ(ΦΦᵀ)f_i]`` for features F (n, d), embeddings Phi (d, V) and word ids (n,)."""
+    rng = np.random.default_rng(seed)
+    for case in range(n_cases):
+        d = int(rng.integers(2, 9))
+        V = d + int(rng.integers(3, 60))
+        n = int(rng.integers(3, 40))
+        F, Phi = rng.normal(size=(n, d)), rng.normal(size=(d, V))
+        targets = rng.integers(0, V, n)
+        got = call(quad_loss_gram, F.copy(), Phi.copy(), targets.copy(), what="quad_loss_gram")
+        got = as_float_array(got, "quad_loss_gram(F, Phi, targets)")
+        if got.size != 1:
+            raise ExerciseFailed(f"quad_loss_gram returned an array of shape {got.shape}; return one number, the mean over rows.")
+        want = _reference_quad_gram(F, Phi, targets)
+        quad = 0.5 * np.einsum("nd,de,ne->n", F, Phi @ Phi.T, F)
+        lin = np.einsum("nd,dn->n", F, Phi[:, targets])
+        compare(got.reshape(()), np.asarray(want), "quad_loss_gram(F, Phi, targets)", rtol=1e-8, atol=1e-10, hints=[
+            (lambda g, w: np.isclose(g, np.mean(2 * quad - lin)), "the quadratic term is missing its ½: ½ fᵀ(ΦΦᵀ)f."),
+            (lambda g, w: np.isclose(g, np.mean(quad + lin)), "the linear term has the wrong sign: the loss rewards "
+                                                              "f·φ_w, so it enters with a minus."),
+            (lambda g, w: np.isclose(g, n * w), "that is the sum over rows; return the mean."),
+            (lambda g, w: np.isclose(g, np.mean(0.5 * (F ** 2).sum(1) - lin)),
+             "‖Φᵀf‖² is fᵀ(ΦΦᵀ)f, not ‖f‖²: keep the Gram matrix Phi @ Phi.T."),
+        ])
+    return passed("ex-ch08-gram", n_cases)

@@ -31,8 +31,8 @@ __all__ = ["VARIANTS", "TEXT_VARIANTS", "SIZES", "sizes", "text_setup", "synthet
 
 #: Sizes of chapters 6 and 8 per profile (the same dict in both, so chapter 8 reuses chapter 6's checkpoints).
 SIZES = dict(
-    ci=dict(states=8, words=50, seeds=(0, 1), n_train=4_000, length=16, d=64, n_layers=2, steps=300, batch_size=64,
-            text_seeds=(0, 1), text_steps=300, text_d=64, text_vocab=2_000, block=64, text_batch=32),
+    ci=dict(states=8, words=50, seeds=(0, 1), n_train=4_000, length=16, d=64, n_layers=2, steps=250, batch_size=64,
+            text_seeds=(0, 1), text_steps=250, text_d=64, text_vocab=1_000, block=64, text_batch=32),
     full=dict(states=16, words=200, seeds=(0, 1, 2, 3, 4), n_train=20_000, length=32, d=128, n_layers=4, steps=3_000,
               batch_size=64, text_seeds=(0, 1, 2), text_steps=4_000, text_d=128, text_vocab=4_000, block=128,
               text_batch=32),
@@ -115,7 +115,7 @@ def _probe(Ftr, ytr, Fte, yte, seed):
     on similar scales)."""
     mu, sd = Ftr.mean(0), Ftr.std(0)
     sd = np.where(sd > 0, sd, 1.0)
-    p = probes.probe_cv((Ftr - mu) / sd, ytr, Cs=np.logspace(-3, 3, 7), folds=3, seed=seed)
+    p = probes.probe_cv((Ftr - mu) / sd, ytr, Cs=np.logspace(-3, 2, 6), folds=3, seed=seed, max_iter=300)
     return float(p.score((Fte - mu) / sd, yte))
 
 
