@@ -43,6 +43,7 @@ from torch import nn
 
 from . import config
 from ._checks import as_array
+from .hf import _check_texts  # the same validation (and messages) as feature extraction
 
 __all__ = ["LOSSES", "TinyLM", "Corpus", "hmm_corpus", "train_tokenizer", "text_corpus", "train_lm",
            "TrainResult", "batch_loss", "evaluate", "exact_excess", "load_run", "contexts"]
@@ -321,20 +322,6 @@ def train_tokenizer(texts, vocab_size: int = 2000, min_frequency: int = 2):
     tok.train_from_iterator(texts, trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", bos_token="<|endoftext|>",
                                    pad_token="<|endoftext|>")
-
-
-def _check_texts(texts):
-    if isinstance(texts, str):
-        raise ValueError("texts must be a list of strings, not one string; wrap it in a list.")
-    texts = list(texts)
-    if not texts:
-        raise ValueError("texts is empty; pass at least one text.")
-    for i, t in enumerate(texts):
-        if not isinstance(t, str):
-            raise ValueError(f"texts[{i}] is {type(t).__name__}, not str.")
-        if not t.strip():
-            raise ValueError(f"texts[{i}] is empty or blank; drop it.")
-    return texts
 
 
 def text_corpus(texts, tokenizer, block: int = 64, name: str = "text") -> Corpus:

@@ -101,7 +101,7 @@ def test_bad_input():
         train.batch_loss(m, np.zeros((1, 3), dtype=int), "mse")
     with pytest.raises(ValueError, match="list of strings"):
         train.train_tokenizer("one text")
-    with pytest.raises(ValueError, match="blank"):
+    with pytest.raises(ValueError, match="whitespace"):
         train.train_tokenizer(["a", "  "])
     c = train.Corpus(np.zeros((4, 3), dtype=int), 5)
     with pytest.raises(ValueError, match="lr"):
