@@ -401,27 +401,37 @@ def _cache_path(lm, texts, prompt, kinds, word_ids, max_length):
     return config.cache_dir() / "features" / f"{h.hexdigest()[:32]}.npz"
 
 
+def _hidden_batches(lm, ids, batch_size, max_tokens):
+    """Run token-id lists ``ids`` through the model body in length-sorted, right-padded batches.
+
+    Yields ``(batch, hidden, mask)``: the indices into ``ids``, the final hidden states (B, L, d)
+    and the attention mask (B, L). Call it under ``torch.inference_mode()``."""
+    lengths = [len(x) for x in ids]
+    dev = lm.device
+    for batch in _batches(lengths, batch_size, max_tokens):
+        L = lengths[batch[0]]
+        inp = torch.zeros(len(batch), L, dtype=torch.long)
+        mask = torch.zeros(len(batch), L, dtype=torch.long)
+        for r, i in enumerate(batch):
+            inp[r, : lengths[i]] = torch.as_tensor(ids[i])
+            mask[r, : lengths[i]] = 1
+        inp, mask = inp.to(dev), mask.to(dev)
+        if bool(mask.all()):
+            hidden = lm.base(input_ids=inp).last_hidden_state
+        else:  # right padding: real tokens keep positions 0..len-1; pads come after them
+            hidden = lm.base(input_ids=inp, attention_mask=mask).last_hidden_state
+        yield batch, hidden, mask
+
+
 def _forward(lm, ids, extra_pos, batch_size, max_tokens, bar):
     """Final hidden states (float32 numpy) at each row's last token, (n, d), and at
     ``extra_pos[i]`` for rows with ``extra_pos[i] >= 0`` (else the row of the second array is unused)."""
     n = len(ids)
-    lengths = [len(x) for x in ids]
     F = np.empty((n, lm.d), dtype=np.float32)
     G = np.empty((n, lm.d), dtype=np.float32) if extra_pos is not None else None
     dev = lm.device
     with torch.inference_mode():
-        for batch in _batches(lengths, batch_size, max_tokens):
-            L = lengths[batch[0]]
-            inp = torch.zeros(len(batch), L, dtype=torch.long)
-            mask = torch.zeros(len(batch), L, dtype=torch.long)
-            for r, i in enumerate(batch):
-                inp[r, : lengths[i]] = torch.as_tensor(ids[i])
-                mask[r, : lengths[i]] = 1
-            inp, mask = inp.to(dev), mask.to(dev)
-            if bool(mask.all()):
-                hidden = lm.base(input_ids=inp).last_hidden_state
-            else:  # right padding: real tokens keep positions 0..len-1; pads come after them
-                hidden = lm.base(input_ids=inp, attention_mask=mask).last_hidden_state
+        for batch, hidden, mask in _hidden_batches(lm, ids, batch_size, max_tokens):
             rows = torch.arange(len(batch), device=dev)
             F[batch] = hidden[rows, mask.sum(1) - 1].float().cpu().numpy()
             if G is not None:

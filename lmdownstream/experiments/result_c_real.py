@@ -228,7 +228,6 @@ def context_features(lm, texts, n_contexts=None, max_tokens: int = 64, skip_firs
         want[where[int(t)]].append((row, int(p)))
 
     F = np.empty((len(chosen), lm.d), dtype=np.float32)
-    lengths = [len(x) for x in run_ids]
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -236,19 +235,8 @@ def context_features(lm, texts, n_contexts=None, max_tokens: int = 64, skip_firs
         bar = tqdm(total=len(run_ids), desc=f"contexts {lm.name}", unit="text", leave=False)
     try:
         with torch.inference_mode():
-            for batch in hf._batches(lengths, batch_size, 8192):
-                L = lengths[batch[0]]
-                inp = torch.zeros(len(batch), L, dtype=torch.long)
-                mask = torch.zeros(len(batch), L, dtype=torch.long)
-                for r, j in enumerate(batch):
-                    inp[r, : lengths[j]] = torch.as_tensor(run_ids[j])
-                    mask[r, : lengths[j]] = 1
-                inp, mask = inp.to(lm.device), mask.to(lm.device)
-                if bool(mask.all()):
-                    hidden = lm.base(input_ids=inp).last_hidden_state
-                else:  # right padding: real tokens keep positions 0..len-1
-                    hidden = lm.base(input_ids=inp, attention_mask=mask).last_hidden_state
-                hidden = hidden.float().cpu().numpy()
+            for batch, hidden, _ in hf._hidden_batches(lm, run_ids, batch_size, 8192):
+                hidden = hidden.float().cpu().numpy()  # right padding: real tokens keep positions 0..len-1
                 for r, j in enumerate(batch):
                     rows = [a for a, _ in want[j]]
                     F[rows] = hidden[r, [p for _, p in want[j]]]
