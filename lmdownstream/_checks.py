@@ -86,6 +86,17 @@ def check_labels(y, n: int, name: str = "y", n_classes=None) -> tuple[np.ndarray
     return codes.astype(np.int64), classes
 
 
+def check_nonnegative(x, name: str) -> float:
+    """A finite float >= 0."""
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number >= 0, got {x!r}.") from None
+    if not np.isfinite(x) or x < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {x!r}.")
+    return x
+
+
 def check_positive(x, name: str) -> float:
     """A finite, strictly positive float."""
     try:

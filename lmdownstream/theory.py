@@ -20,7 +20,7 @@ from scipy.optimize import minimize
 from scipy.special import log_softmax, rel_entr
 
 from .config import single_blas_thread
-from ._checks import as_array, check_distributions, check_labels, check_positive, check_weights
+from ._checks import as_array, check_distributions, check_labels, check_nonnegative, check_positive, check_weights
 
 __all__ = [
     "excess_xent",
@@ -454,12 +454,7 @@ def fit_log_partition(theta, log_Z, ridge: float = 0.0, weights=None) -> LogPart
     n, d = theta.shape
     if y.shape[0] != n:
         raise ValueError(f"log_Z has {y.shape[0]} values but theta has {n} rows; pass one log Z per row of theta.")
-    try:
-        ridge = float(ridge)
-    except (TypeError, ValueError):
-        raise ValueError(f"ridge must be a number >= 0, got {ridge!r}.") from None
-    if not np.isfinite(ridge) or ridge < 0:
-        raise ValueError(f"ridge must be a finite number >= 0, got {ridge!r}.")
+    ridge = check_nonnegative(ridge, "ridge")
     w = check_weights(weights, n)
     X, (iu, ju) = _quadratic_design(theta)
     sw = np.sqrt(w)

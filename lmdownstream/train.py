@@ -137,15 +137,6 @@ class TinyLM(nn.Module):
             return self.Phi_param
         return self.Phi_fixed
 
-    def describe(self) -> dict:
-        """The constructor's arguments (without a fixed Phi's values), for checkpoints and tables."""
-        return dict(vocab_size=self.vocab_size, d=self.d, n_layers=self.cfg.n_layer, n_heads=self.cfg.n_head,
-                    max_length=self.max_length, Phi=self.phi_mode, affine=self.affine is not None)
-
-    def n_parameters(self) -> int:
-        """Number of trained parameters."""
-        return sum(p.numel() for p in self.parameters() if p.requires_grad)
-
     def hidden(self, ids, attention_mask=None) -> torch.Tensor:
         """f at every position: ids (B, T) long, T <= max_length -> (B, T, d) float32 (after the final
         norm and the affine layer). Position t sees tokens 0..t only (causal)."""

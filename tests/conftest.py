@@ -30,3 +30,15 @@ def built_book():
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, "jupyter-book build -W failed:\n" + log[-6000:]
     return ROOT / "_build" / "html"
+
+
+@pytest.fixture
+def small_training(tmp_path, monkeypatch):
+    """For tests that train models: an empty LMDOWNSTREAM_CACHE and one torch thread (restored afterwards)."""
+    import torch
+
+    monkeypatch.setenv("LMDOWNSTREAM_CACHE", str(tmp_path / "cache"))
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield tmp_path / "cache"
+    torch.set_num_threads(before)

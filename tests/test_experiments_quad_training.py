@@ -1,7 +1,6 @@
 """Chapter 8's training experiments (lmdownstream.experiments.quad_training), at toy sizes."""
 import numpy as np
 import pytest
-import torch
 
 pytest.importorskip("transformers")
 from lmdownstream import synthetic, train  # noqa: E402
@@ -11,10 +10,7 @@ TOY = dict(n_train=200, n_val=40, length=6, n_task=60, task_length=4, d=16, n_la
            batch_size=16, progress=False)
 
 
-@pytest.fixture(autouse=True)
-def _cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("LMDOWNSTREAM_CACHE", str(tmp_path / "cache"))
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("small_training")  # empty cache, one torch thread (conftest)
 
 
 @pytest.fixture(scope="module")

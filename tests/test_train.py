@@ -16,10 +16,7 @@ TEXTS = ["the movie was great and the acting was wonderful", "a terrible boring 
          "stocks fell as the market reacted to the news", "the team won the match in the final minute"] * 10
 
 
-@pytest.fixture(autouse=True)
-def _cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("LMDOWNSTREAM_CACHE", str(tmp_path / "cache"))
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("small_training")  # empty cache, one torch thread (conftest)
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,6 @@ affine layer of the official code.
 """
 from __future__ import annotations
 
-import time
 import warnings
 
 import numpy as np
@@ -284,10 +283,3 @@ def plot_probes(summary, metrics, labels=None, ax=None, reference=None):
     ax.set_ylabel("probe test accuracy")
     ax.legend(fontsize=8, loc="lower left")
     return ax
-
-
-def timed(fn, *args, **kwargs):
-    """(result, seconds) of ``fn(*args, **kwargs)``."""
-    t0 = time.perf_counter()
-    out = fn(*args, **kwargs)
-    return out, time.perf_counter() - t0

@@ -32,6 +32,7 @@ import torch
 
 from .. import features
 from ..config import single_blas_thread
+from .._checks import check_nonnegative
 from ..theory import LogPartitionFit
 
 __all__ = [
@@ -259,15 +260,8 @@ def context_features(lm, texts, n_contexts=None, max_tokens: int = 64, skip_firs
 
 # --------------------------------------------------------------------------- ridge regression
 def _check_ridge(ridge):
-    if ridge is None:
-        return None
-    try:
-        r = float(ridge)
-    except (TypeError, ValueError):
-        raise ValueError(f"ridge must be None (chosen on a validation split) or a number >= 0, got {ridge!r}.") from None
-    if not np.isfinite(r) or r < 0:
-        raise ValueError(f"ridge must be None or a finite number >= 0, got {ridge!r}.")
-    return r
+    """None (chosen on a validation split) or a finite number >= 0."""
+    return None if ridge is None else check_nonnegative(ridge, "ridge (or None, to choose it on a validation split)")
 
 
 def _split(n, fraction, seed, groups=None):
