@@ -1,6 +1,9 @@
 """Input validation shared by the library: every bad input gets a ValueError that names the fix.
 
-Internal module; the public functions of each module call these helpers first.
+Internal module (layer 0); the public functions of each module call these helpers first, once, at
+the public boundary (as scikit-learn's ``check_array`` / ``check_scalar``). Every integer,
+fraction and tensor argument of the library goes through ``check_int``, ``check_fraction`` and
+``as_tensor``, so one kind of mistake always gets one message.
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ def as_array(x, name: str, ndim=None, dtype=np.float64, allow_empty: bool = Fals
             want = " or ".join(str(a) for a in allowed)
             raise ValueError(
                 f"{name} must have {want} dimension(s) but has shape {arr.shape}; reshape it "
-                f"(e.g. x.reshape(-1) or x[None, :])."
+                f"({_reshape_hint(arr.ndim, allowed)})."
             )
     if not allow_empty and arr.size == 0:
         raise ValueError(f"{name} is empty (shape {arr.shape}); pass at least one element.")
@@ -106,3 +109,87 @@ def check_positive(x, name: str) -> float:
     if not np.isfinite(x) or x <= 0:
         raise ValueError(f"{name} must be a finite number > 0, got {x!r}.")
     return x
+
+
+def _reshape_hint(ndim: int, allowed) -> str:
+    if ndim == 1 and 2 in allowed:
+        return "x.reshape(-1, 1) if it is one feature, x[None, :] if it is one sample"
+    if ndim == 2 and 1 in allowed:
+        return "x.reshape(-1) if one of its dimensions is 1, or pass one row x[i]"
+    if ndim == 0:
+        return "pass an array, not a scalar: np.atleast_1d(x)"
+    return "see the docstring for the expected shape"
+
+
+def check_int(x, name: str, low: int | None = 1, high: int | None = None) -> int:
+    """``x`` as a Python int in ``[low, high]`` (either bound may be None); bools are refused."""
+    lo = "" if low is None else f" >= {low}"
+    hi = "" if high is None else f" <= {high}"
+    both = f"{lo}{' and' if lo and hi else ''}{hi}"
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, np.integer)):
+        if isinstance(x, (float, np.floating)) and float(x).is_integer():
+            raise ValueError(f"{name} must be an int{both}, got the float {x!r}; pass int({name}).")
+        raise ValueError(f"{name} must be an int{both}, got {x!r}.")
+    if (low is not None and x < low) or (high is not None and x > high):
+        raise ValueError(f"{name} must be an int{both}, got {int(x)}.")
+    return int(x)
+
+
+def check_fraction(x, name: str, open_low: bool = False, open_high: bool = False) -> float:
+    """``x`` as a float in [0, 1]; ``open_low`` / ``open_high`` exclude 0 / 1."""
+    interval = f"{'(' if open_low else '['}0, 1{')' if open_high else ']'}"
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number in {interval}, got {x!r}.") from None
+    if not np.isfinite(x) or x < 0 or x > 1 or (open_low and x == 0) or (open_high and x == 1):
+        raise ValueError(f"{name} must be a number in {interval}, got {x!r}.")
+    return x
+
+
+def check_choice(value, name: str, choices) -> str:
+    """``value`` if it is one of ``choices``; otherwise a ValueError that lists them."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}.")
+    return value
+
+
+def as_tensor(x, name: str, ndim=None, dtype=None, device=None, allow_empty: bool = False):
+    """``x`` (tensor, array or nested list) as a finite torch tensor with ``ndim`` dimensions.
+
+    A tensor keeps its device unless ``device`` is given; ``dtype=None`` keeps floating tensors'
+    dtype and turns anything else into float64 (integer input stays integer only if ``dtype``
+    says so).
+    """
+    import torch
+
+    if isinstance(x, torch.Tensor):
+        t = x
+    else:
+        try:
+            arr = np.asarray(x)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{name} must be a numeric array or tensor; could not convert it ({exc}).") from None
+        if arr.dtype.kind not in "biuf":
+            raise ValueError(f"{name} must be numeric, got dtype {arr.dtype}.")
+        t = torch.as_tensor(arr)
+    if dtype is not None:
+        t = t.to(dtype)
+    elif not torch.is_floating_point(t):
+        t = t.double()
+    if device is not None:
+        t = t.to(device)
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+        if t.ndim not in allowed:
+            want = " or ".join(str(a) for a in allowed)
+            raise ValueError(
+                f"{name} must have {want} dimension(s) but has shape {tuple(t.shape)}; reshape it "
+                f"({_reshape_hint(t.ndim, allowed)})."
+            )
+    if not allow_empty and t.numel() == 0:
+        raise ValueError(f"{name} is empty (shape {tuple(t.shape)}); pass at least one element.")
+    if torch.is_floating_point(t) and not bool(torch.isfinite(t).all()):
+        bad = int((~torch.isfinite(t)).sum())
+        raise ValueError(f"{name} has {bad} non-finite value(s) (NaN or inf); remove or impute them first.")
+    return t

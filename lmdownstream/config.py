@@ -47,6 +47,64 @@ def by_profile(ci, full):
     return full if profile() == "full" else ci
 
 
+def _logspace(lo: float, hi: float, n: int) -> tuple:
+    return tuple(10.0 ** (lo + (hi - lo) * i / (n - 1)) for i in range(n))
+
+
+#: The one sizes table: for each profile, the sizes of every chapter and experiment. Chapters read
+#: their entry with :func:`sizes`; a ``full`` entry is what a GPU runtime (or
+#: ``LMDOWNSTREAM_PROFILE=full``) runs. ``table`` holds the experiments table's training pool,
+#: test set and words kept per text (``full``: whole splits, whole texts).
+SIZES = {
+    "ci": {
+        "ch02": dict(n_contexts=300, vocab_size=60, n_samples=20_000),
+        "ch03": dict(n_contexts=400, vocab_size=30, n_prefixes=1_000, n_B=12),
+        "ch04": dict(n_contexts=400, vocab_size=30, eps=_logspace(-4, -1, 8), aligned_eps=_logspace(-7, -4, 8)),
+        "ch05": dict(n_contexts=300, vocab_size=64, d=8, n_eps=8),
+        "ch06": dict(n_contexts=400, vocab_size=100, d=8, n_eps=8, gauss_vocab=(100, 1_000, 10_000),
+                     n_directions=64),
+        "ch06_real": dict(n_contexts=1_000, n_texts={"tweets": 42, "BBC news": 18}, max_tokens=64),
+        "ch08": dict(n_contexts=400, vocab_size=60, d=8, eps_min=1e-10, eps_max=1e-6, n_eps=8,
+                     topic_contexts=400, topic_vocab=60, topic_d=6, phi_steps=4_000, n_samples=20_000),
+        "quad_training": dict(states=8, words=50, seeds=(0, 1), n_train=4_000, length=16, d=64, n_layers=2,
+                              steps=150, batch_size=64, text_seeds=(0, 1), text_steps=150, text_d=64,
+                              text_vocab=1_000, block=64, text_batch=32),
+        "table": {"tweet-sentiment": dict(n_train=200, n_test=200, max_words=None),
+                  "bbc-news": dict(n_train=150, n_test=100, max_words=40),
+                  "sst2": dict(n_train=250, n_test=250, max_words=None),
+                  "sst5": dict(n_train=500, n_test=250, max_words=None),
+                  "ag_news": dict(n_train=250, n_test=200, max_words=None)},
+    },
+    "full": {
+        "ch02": dict(n_contexts=3_000, vocab_size=500, n_samples=200_000),
+        "ch03": dict(n_contexts=3_000, vocab_size=200, n_prefixes=10_000, n_B=16),
+        "ch04": dict(n_contexts=2_000, vocab_size=100, eps=_logspace(-5, -1, 13), aligned_eps=_logspace(-9, -6, 13)),
+        "ch05": dict(n_contexts=1_000, vocab_size=200, d=16, n_eps=16),
+        "ch06": dict(n_contexts=2_000, vocab_size=1_000, d=16, n_eps=12, gauss_vocab=(100, 1_000, 10_000, 100_000),
+                     n_directions=256),
+        "ch06_real": dict(n_contexts=6_000, n_texts={"tweets": 250, "BBC news": 120}, max_tokens=64),
+        "ch08": dict(n_contexts=2_000, vocab_size=300, d=16, eps_min=1e-11, eps_max=1e-6, n_eps=16,
+                     topic_contexts=2_000, topic_vocab=100, topic_d=8, phi_steps=8_000, n_samples=200_000),
+        "quad_training": dict(states=16, words=200, seeds=(0, 1, 2, 3, 4), n_train=20_000, length=32, d=128,
+                              n_layers=4, steps=3_000, batch_size=64, text_seeds=(0, 1, 2), text_steps=4_000,
+                              text_d=128, text_vocab=4_000, block=128, text_batch=32),
+        "table": {},
+    },
+}
+
+
+def sizes(name: str, profile_name: str | None = None) -> dict:
+    """A copy of the :data:`SIZES` entry ``name`` for the active profile (or ``profile_name``)."""
+    prof = profile() if profile_name is None else profile_name
+    if prof not in SIZES:
+        raise ValueError(f"profile {prof!r} is not one of {PROFILES}.")
+    if name not in SIZES[prof]:
+        raise ValueError(f"no sizes named {name!r}; known: {sorted(SIZES[prof])}.")
+    import copy
+
+    return copy.deepcopy(SIZES[prof][name])
+
+
 def device():
     """The default torch device: ``LMDOWNSTREAM_DEVICE`` if set, else cuda, then mps, then cpu."""
     import torch
@@ -93,34 +151,43 @@ def describe() -> str:
 
 
 @contextmanager
-def single_blas_thread():
-    """Run the enclosed numpy/scipy code with one BLAS thread (restored afterwards).
+def threads(n: int = 1, blas: bool = True, torch_threads: bool = True):
+    """Run the enclosed code with ``n`` torch threads and ``n`` BLAS threads (restored afterwards).
 
-    The library's solvers do many small matrix products; on a small or busy machine,
-    multi-threaded BLAS makes them many times slower (30-50x was measured on 2 shared cores).
-    Uses threadpoolctl when it is installed and does nothing otherwise.
+    The one way the library limits threads. Its solvers do many small matrix products; on a small
+    or busy machine multi-threaded BLAS makes them many times slower (30-50x was measured on 2
+    shared cores), so small problems run under ``threads(1)``. ``blas=False`` or
+    ``torch_threads=False`` leaves that pool alone.
     """
+    from threadpoolctl import threadpool_limits
+
+    from ._checks import check_int
+
+    n = check_int(n, "n")
+    if torch_threads:
+        import torch
+
+        before = torch.get_num_threads()
+        torch.set_num_threads(n)
     try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - threadpoolctl is a dependency
-        yield
-        return
-    with threadpool_limits(limits=1, user_api="blas"):
-        yield
-
-
-@contextmanager
-def single_threaded():
-    """Run the enclosed code with one torch thread and one BLAS thread (both restored afterwards)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with single_blas_thread():
+        if blas:
+            with threadpool_limits(limits=n, user_api="blas"):
+                yield
+        else:
             yield
     finally:
-        torch.set_num_threads(before)
+        if torch_threads:
+            torch.set_num_threads(before)
+
+
+def single_blas_thread():
+    """``threads(1, torch_threads=False)``: one BLAS thread (kept for chapters that use the name)."""
+    return threads(1, torch_threads=False)
+
+
+def single_threaded():
+    """``threads(1)``: one torch thread and one BLAS thread (kept for chapters that use the name)."""
+    return threads(1)
 
 
 def hub_offline(*extra_vars: str) -> bool:
