@@ -52,7 +52,7 @@ test: install browser
 	$(BIN)/python -m pytest tests book --nbval-lax -p no:cacheprovider
 
 unit: install
-	$(BIN)/python -m pytest tests -m "not book" -p no:cacheprovider
+	$(BIN)/python -m pytest tests -m "not book and not slow" -p no:cacheprovider
 
 notebooks: install
 	$(BIN)/python -m pytest book --nbval-lax -p no:cacheprovider
@@ -67,16 +67,16 @@ bench: install
 	$(BIN)/python bench/features.py
 	$(BIN)/python bench/train.py
 
-# One source, two editions (see lmdownstream/editions.py): notebooks and HTML book in _build/<edition>.
+# One source, two editions (see tools/editions.py): notebooks and HTML book in _build/<edition>.
 student: install
-	$(BIN)/python -m lmdownstream.editions student --book
+	$(BIN)/python tools/editions.py student --book
 
 instructor: install
-	$(BIN)/python -m lmdownstream.editions instructor --book
+	$(BIN)/python tools/editions.py instructor --book
 
 # Print version: every page of the built book, in TOC order, printed by headless Chromium into one PDF.
 pdf: book browser
-	$(BIN)/python -m lmdownstream.editions pdf
+	$(BIN)/python tools/editions.py pdf
 
 clean:
 	rm -rf _build .pytest_cache

@@ -56,7 +56,7 @@ def test_student_book_hides_solutions(built_book, tmp_path):
     """The student edition of the book renders no solution (reusing the main build's execution cache)."""
     import json
 
-    from lmdownstream import editions
+    import editions
 
     html = editions.build_book("student", tmp_path / "student")
     for path in sorted((ROOT / "book").glob("*.ipynb")):

@@ -37,6 +37,7 @@ def test_first_cell_installs_only_in_colab_and_reports_device(path):
     assert guarded
 
 
+@pytest.mark.slow
 def test_colab_install_path_in_fresh_venv(tmp_path):
     venv = tmp_path / "colab"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)

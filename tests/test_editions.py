@@ -7,7 +7,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from lmdownstream import editions
+import editions  # tools/editions.py (tests/conftest.py puts tools/ on sys.path)
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = sorted((ROOT / "book").glob("*.ipynb"))
@@ -60,6 +60,7 @@ def test_instructor_edition_is_the_source(path):
     assert [c["source"] for c in instructor["cells"]] == [c["source"] for c in nb["cells"]]
 
 
+@pytest.mark.slow
 def test_instructor_edition_executes_cleanly(tmp_path):
     # Every chapter's code is executed by nbval (test_instructor_edition_is_the_source shows the code is
     # identical); here one instructor notebook is written to disk and executed end to end.

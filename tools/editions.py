@@ -1,13 +1,13 @@
 """Student and instructor editions of the book, generated from one source (never edited by hand).
 
-``python -m lmdownstream.editions student --out DIR`` writes student notebooks: every code cell
+``python tools/editions.py student --out DIR`` writes student notebooks: every code cell
 tagged ``solution`` keeps its function signatures and docstrings but their bodies become
 ``raise NotImplementedError``, and every ``{solution}`` block in the text is removed.
-``python -m lmdownstream.editions instructor --out DIR`` writes the notebooks with solutions.
+``python tools/editions.py instructor --out DIR`` writes the notebooks with solutions.
 ``--book`` also builds the matching HTML book (the student book hides every solution).
-``python -m lmdownstream.editions clean`` clears the outputs of every chapter notebook in place
+``python tools/editions.py clean`` clears the outputs of every chapter notebook in place
 (notebooks are committed without outputs).
-``python -m lmdownstream.editions pdf`` prints the built HTML book, page by page in the order of
+``python tools/editions.py pdf`` prints the built HTML book, page by page in the order of
 ``_toc.yml``, to one PDF with headless Chromium (MathJax typeset, figures included).
 
 The chapters in ``book/`` are the single source: a coding exercise is a ``{exercise}`` block
@@ -182,7 +182,7 @@ def build_pdf(html: Path, out: Path, chromium: str | None = None) -> Path:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lmdownstream.editions", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python tools/editions.py", description=__doc__.splitlines()[0])
     parser.add_argument("edition", choices=["student", "instructor", "pdf", "clean"])
     parser.add_argument("--out", type=Path, default=None, help="output folder (default _build/<edition>)")
     parser.add_argument("--book", action="store_true", help="also build the HTML book of this edition")
