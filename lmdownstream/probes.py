@@ -1,10 +1,14 @@
-r"""Linear probes: L2-regularised logistic regression in torch, with a cross-validated C.
+r"""Linear probes: L2-regularised logistic regression in torch, as scikit-learn estimators.
 
-* :class:`LogisticProbe` -- binary or multinomial logistic regression, scikit-learn style
-  (``fit`` returns self, ``predict``, ``predict_proba``, ``decision_function``, ``score``;
-  fitted attributes end in ``_``), on the GPU when there is one.
-* :func:`probe_cv` -- choose C on a grid by stratified k-fold cross-validation (as the paper's
-  scikit-learn ``LogisticRegressionCV`` does), then refit on all the data.
+* :class:`LogisticProbe` -- binary or multinomial logistic regression at a given C;
+* :class:`LogisticProbeCV` -- C chosen on a grid by cross-validation (stratified k-fold by
+  default, as the paper's scikit-learn ``LogisticRegressionCV``), then refit on all the data;
+* :func:`probe_cv` -- ``LogisticProbeCV(...).fit(X, y)`` in one call.
+
+Both inherit scikit-learn's ``BaseEstimator`` and ``ClassifierMixin`` and pass its
+``check_estimator``: ``clone``, ``Pipeline``, ``GridSearchCV`` and ``cross_val_score`` work.
+``X`` may also be a torch tensor: the fit then runs on its device (the GPU when there is one)
+and ``predict_proba`` / ``decision_function`` return tensors there.
 
 The objective is scikit-learn's, so that a probe here and ``LogisticRegression(C=C)`` there
 have the same minimiser: for features :math:`x_i \in \mathbb{R}^D` and labels :math:`y_i`,
@@ -28,79 +32,30 @@ better. ``tol`` applies to the gradient in these centred coordinates.
 The solver is a small batched L-BFGS (two-loop recursion, memory 10, backtracking line
 search with an approximate-Wolfe fallback for float32): several independent problems (the CV
 folds) are solved in lockstep as one tensor of shape ``(folds, P)``, so one matrix product
-serves all folds. :func:`probe_cv` walks the C grid from small to large C, warm-starting every
-fold from its solution at the previous C.
-
-Numpy and torch only.
+serves all folds. :class:`LogisticProbeCV` walks the C grid from small to large C,
+warm-starting every fold from its solution at the previous C.
 """
 from __future__ import annotations
 
-import inspect
 import warnings
 
 import numpy as np
+import scipy.sparse as sp
 import torch
+from scipy.special import softmax
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.model_selection import check_cv
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
 from . import config
-from ._checks import as_array, check_labels, check_positive
+from ._checks import as_array, as_tensor, check_choice, check_int, check_labels, check_positive
 
-__all__ = ["LogisticProbe", "probe_cv"]
+__all__ = ["LogisticProbe", "LogisticProbeCV", "probe_cv"]
 
 _MEMORY = 10  # L-BFGS memory (scipy's default maxcor)
 _MAX_LS = 25  # line-search trials per iteration
-
-
-# --------------------------------------------------------------------------- input handling
-def _resolve_device(device, X):
-    if device is not None:
-        return torch.device(device)
-    if isinstance(X, torch.Tensor):
-        return X.device
-    return config.device()
-
-
-def _as_features(X, device, dtype, name="X") -> torch.Tensor:
-    """``X`` as a finite 2-D tensor of ``dtype`` on ``device`` (checked on its own device)."""
-    if isinstance(X, torch.Tensor):
-        if X.ndim != 2:
-            raise ValueError(
-                f"{name} must have 2 dimension(s) (n_samples, n_features) but has shape "
-                f"{tuple(X.shape)}; reshape it (e.g. x[None, :] for one sample)."
-            )
-        if X.numel() == 0:
-            raise ValueError(f"{name} is empty (shape {tuple(X.shape)}); pass at least one element.")
-        if X.is_complex() or X.dtype == torch.bool:
-            raise ValueError(f"{name} must be a real numeric tensor, got dtype {X.dtype}.")
-        X = X.detach().to(device=device, dtype=dtype)
-        finite = torch.isfinite(X)
-        if not bool(finite.all()):
-            bad = int((~finite).sum())
-            raise ValueError(
-                f"{name} has {bad} non-finite value(s) (NaN or inf); remove or impute them first."
-            )
-        return X
-    np_dtype = np.float32 if dtype == torch.float32 else np.float64
-    arr = as_array(X, name, ndim=2, dtype=np_dtype)
-    return torch.as_tensor(arr, device=device, dtype=dtype)
-
-
-def _check_int(x, name, low):
-    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, np.integer)) or x < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {x!r}.")
-    return int(x)
-
-
-def _check_dtype(dtype):
-    if dtype not in (torch.float32, torch.float64):
-        raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype!r}.")
-    return dtype
-
-
-def _as_output(t: torch.Tensor, like):
-    """Torch in, torch out (on the input's device); numpy in, float64 numpy out."""
-    if isinstance(like, torch.Tensor):
-        return t
-    return t.detach().cpu().double().numpy()
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 # --------------------------------------------------------------------------- objective
@@ -229,7 +184,7 @@ def _lbfgs(fun, x, *, tol, max_iter):
     memory = _Memory(B, x.device, x.dtype)
     f, g = fun(x)
     converged = g.abs().amax(1) <= tol
-    active = ~converged
+    active = torch.ones_like(converged)  # at least one iteration each, so n_iter >= 1
     n_iter = torch.zeros(B, dtype=torch.long, device=x.device)
     for _ in range(max_iter):
         if not bool(active.any()):
@@ -274,17 +229,26 @@ def _lbfgs(fun, x, *, tol, max_iter):
     return x, n_iter, converged
 
 
-# --------------------------------------------------------------------------- the probe
-class LogisticProbe:
+# --------------------------------------------------------------------------- the probes
+def _labels(y, n):
+    """Codes (n,) in 0..K-1 and the sorted classes (K,) of class labels ``y`` (n,)."""
+    if isinstance(y, torch.Tensor):
+        y = y.detach().cpu().numpy()
+    y = column_or_1d(y, warn=True)  # a column vector warns (DataConversionWarning) and is used
+    check_classification_targets(y)  # continuous targets: "Unknown label type"
+    return check_labels(y, n)
+
+
+class LogisticProbe(ClassifierMixin, BaseEstimator):
     r"""L2-regularised logistic regression (binary or multinomial), fitted by L-BFGS in torch.
 
     Minimises :math:`C \sum_i \ell(W^\top x_i + b, y_i) + \frac12\|W\|_F^2` (intercept not
     penalised; see the module docstring), the objective of scikit-learn's
     ``LogisticRegression(C=C)``: same minimiser, so the same predictions up to ``tol``.
 
-    ``X`` (n, D) may be numpy or torch. ``predict`` returns a numpy array of labels;
-    ``predict_proba`` and ``decision_function`` return torch tensors on the input's device for
-    torch input and float64 numpy arrays for numpy input.
+    ``X`` (n, D) is array-like (numpy, pandas, lists) or a torch tensor. ``predict`` returns a
+    numpy array of labels; ``predict_proba`` and ``decision_function`` return torch tensors on
+    the input's device for torch input and float64 numpy arrays otherwise.
 
     Parameters
     ----------
@@ -300,8 +264,8 @@ class LogisticProbe:
     device : torch.device, str or None
         Where to fit; default: the device of a torch ``X``, else
         :func:`lmdownstream.config.device`.
-    dtype : torch.dtype
-        ``torch.float32`` (default, fast) or ``torch.float64``.
+    dtype : {"float32", "float64"} or torch.float32 / torch.float64
+        Precision of the fit: float32 (default, fast) or float64.
 
     Attributes
     ----------
@@ -317,12 +281,12 @@ class LogisticProbe:
     converged_ : bool
         Whether ``tol`` was reached (a ``RuntimeWarning`` says so when not).
     n_features_in_ : int
-        D.
+        D. ``feature_names_in_`` too when ``X`` was a DataFrame with string column names.
     device_ : torch.device
         The device it was fitted on.
     """
 
-    def __init__(self, C=1.0, fit_intercept=True, max_iter=100, tol=1e-4, device=None, dtype=torch.float32):
+    def __init__(self, C=1.0, *, fit_intercept=True, max_iter=100, tol=1e-4, device=None, dtype="float32"):
         self.C = C
         self.fit_intercept = fit_intercept
         self.max_iter = max_iter
@@ -330,127 +294,108 @@ class LogisticProbe:
         self.device = device
         self.dtype = dtype
 
-    # scikit-learn's estimator protocol (clone, grid search) without importing it
-    def get_params(self, deep=True):
-        """The constructor arguments as a dict."""
-        names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
-        return {name: getattr(self, name) for name in names}
-
-    def set_params(self, **params):
-        """Set constructor arguments; returns self."""
-        valid = self.get_params()
-        for key, value in params.items():
-            if key not in valid:
-                raise ValueError(f"{key!r} is not a parameter of LogisticProbe; valid: {sorted(valid)}.")
-            setattr(self, key, value)
-        return self
-
-    def __repr__(self):
-        defaults = {k: p.default for k, p in inspect.signature(type(self).__init__).parameters.items()}
-        args = [f"{k}={v!r}" for k, v in self.get_params().items() if not _same(v, defaults[k])]
-        return f"LogisticProbe({', '.join(args)})"
-
-    def _validated(self):
-        C = check_positive(self.C, "C")
-        tol = check_positive(self.tol, "tol")
-        max_iter = _check_int(self.max_iter, "max_iter", 1)
-        return C, tol, max_iter, _check_dtype(self.dtype)
-
     def fit(self, X, y):
         """Fit on features ``X`` (n, D) and labels ``y`` (n,) of any sortable type; returns self."""
-        C, tol, max_iter, dtype = self._validated()
-        device = _resolve_device(self.device, X)
-        Xt = _as_features(X, device, dtype)
-        codes, classes = check_labels(y, Xt.shape[0])
-        return self._fit(Xt, codes, classes, C, tol, max_iter, init=None)
+        C = check_positive(self.C, "C")
+        Xt, codes, classes, tol, max_iter = self._fit_inputs(X, y)
+        Xc, mu = _centre(Xt, self.fit_intercept)
+        self.n_iter_ = self._solve(Xc, mu, codes, classes, C, tol, max_iter)
+        return self
 
-    def _fit(self, Xt, codes, classes, C, tol, max_iter, init=None, centred=None):
-        n = Xt.shape[0]
-        Xc, mu = centred if centred is not None else _centre(Xt, self.fit_intercept)
-        weights = torch.full((n, 1), 1.0 / n, device=Xt.device, dtype=Xt.dtype)
-        obj = _Objective(Xc, codes, len(classes), weights, self.fit_intercept)
-        obj.lam = torch.full((1,), 1.0 / (C * n), device=Xt.device, dtype=Xt.dtype)
-        x0 = torch.zeros(1, obj.P, device=Xt.device, dtype=Xt.dtype) if init is None else init
+    def _features(self, X, reset):
+        """``X`` (n, D) validated once: a tensor stays a tensor (floating dtypes kept), anything
+        else becomes a float numpy array (scikit-learn's ``validate_data``); sets (``reset``)
+        or checks ``n_features_in_``."""
+        if not sp.issparse(X) and (X.ndim if isinstance(X, torch.Tensor) else np.asarray(X).ndim) != 2:
+            try:
+                as_array(X, "X", ndim=2, dtype=None)
+            except ValueError as exc:  # scikit-learn's checks look for "Reshape your data"
+                raise ValueError(f"Reshape your data: {exc}") from None
+        if isinstance(X, torch.Tensor):
+            X = as_tensor(X, "X", ndim=2)
+            if reset:
+                self.n_features_in_ = X.shape[1]
+                self.__dict__.pop("feature_names_in_", None)
+            elif X.shape[1] != self.n_features_in_:
+                raise ValueError(
+                    f"X has {X.shape[1]} features, but {type(self).__name__} is expecting "
+                    f"{self.n_features_in_} features as input; pass features of the kind used in fit."
+                )
+            return X
+        return validate_data(self, X, reset=reset, dtype=(np.float64, np.float32))
+
+    def _fit_inputs(self, X, y):
+        """Validated ``X`` as a tensor on the fitting device, label codes, classes, tol, max_iter."""
+        tol = check_positive(self.tol, "tol")
+        max_iter = check_int(self.max_iter, "max_iter")
+        dtype = _DTYPES[check_choice(str(self.dtype).removeprefix("torch."), "dtype", tuple(_DTYPES))]
+        X = self._features(X, reset=True)
+        codes, classes = _labels(y, X.shape[0])
+        if isinstance(X, torch.Tensor):
+            Xt = X.to(device=X.device if self.device is None else self.device, dtype=dtype)
+        else:
+            Xt = torch.tensor(X, dtype=dtype, device=config.device() if self.device is None else self.device)
+        return Xt, codes, classes, tol, max_iter
+
+    def _solve(self, Xc, mu, codes, classes, C, tol, max_iter, init=None):
+        """Fit at one C on features ``Xc`` (n, D) centred at ``mu`` (D,) (None: no intercept),
+        from ``init`` (1, P) or zeros; sets the fitted attributes, returns the iterations."""
+        n, like = Xc.shape[0], dict(device=Xc.device, dtype=Xc.dtype)
+        obj = _Objective(Xc, codes, len(classes), torch.full((n, 1), 1.0 / n, **like), self.fit_intercept)
+        obj.lam = torch.full((1,), 1.0 / (C * n), **like)
+        x0 = torch.zeros(1, obj.P, **like) if init is None else init
         theta, n_iter, converged = _lbfgs(obj, x0, tol=tol, max_iter=max_iter)
         W, b = obj.split(theta)
-        W, b = W[0], (b[0] if b is not None else torch.zeros(obj.K, device=Xt.device, dtype=Xt.dtype))
+        W, b = W[0], (b[0] if b is not None else torch.zeros(obj.K, **like))
         if mu is not None:
             b = b - W @ mu
         if obj.K > 1:
             b = b - b.mean()
-        self._W, self._b = W, b  # (K', D), (K',) on the fitting device
         self.classes_ = classes
         self.coef_ = W.detach().cpu().double().numpy()
         self.intercept_ = b.detach().cpu().double().numpy()
-        self.n_iter_ = int(n_iter[0])
         self.converged_ = bool(converged[0])
-        self.n_features_in_ = Xt.shape[1]
-        self.device_ = Xt.device
+        self.device_ = Xc.device
         if not self.converged_:
             _, g = obj(theta)
             warnings.warn(
-                f"LogisticProbe(C={C:g}) stopped after {self.n_iter_} iterations with max|grad| = "
+                f"LogisticProbe(C={C:g}) stopped after {int(n_iter[0])} iterations with max|grad| = "
                 f"{float(g.abs().max()):.2g} > tol = {tol:g}; increase max_iter, use a smaller C, "
-                "or fit in dtype=torch.float64 if float32 precision is the limit.",
+                "or fit in dtype='float64' if float32 precision is the limit.",
                 RuntimeWarning,
                 stacklevel=3,
             )
-        return self
-
-    def _check_fitted(self, X):
-        if not hasattr(self, "coef_"):
-            raise ValueError("This LogisticProbe is not fitted yet; call fit(X, y) (or probe_cv) first.")
-        device = X.device if isinstance(X, torch.Tensor) else self.device_
-        Xt = _as_features(X, device, self._W.dtype)
-        if Xt.shape[1] != self.n_features_in_:
-            raise ValueError(
-                f"X has {Xt.shape[1]} features but the probe was fitted on {self.n_features_in_}; "
-                "pass features of the same kind (and dimension) as in fit."
-            )
-        return Xt
-
-    def _logits(self, X):
-        Xt = self._check_fitted(X)
-        W, b = self._W.to(Xt.device), self._b.to(Xt.device)
-        return torch.nn.functional.linear(Xt, W, b)  # (n, K')
+        return int(n_iter[0])
 
     def decision_function(self, X):
-        """Logits: (n,) for two classes (of ``classes_[1]``), (n, K) otherwise."""
-        Z = self._logits(X)
-        return _as_output(Z[:, 0] if Z.shape[1] == 1 else Z, X)
+        """Logits of ``X`` (n, D): (n,) for two classes (of ``classes_[1]``), (n, K) otherwise."""
+        check_is_fitted(self)
+        X = self._features(X, reset=False)
+        if isinstance(X, torch.Tensor):
+            W, b = (torch.as_tensor(a, dtype=X.dtype, device=X.device) for a in (self.coef_, self.intercept_))
+            Z = torch.nn.functional.linear(X, W, b)
+        else:
+            Z = X @ self.coef_.T + self.intercept_
+        return Z[:, 0] if Z.shape[1] == 1 else Z
 
     def predict_proba(self, X):
-        """Class probabilities (n, K), columns in the order of ``classes_``."""
-        Z = self._logits(X)
-        if Z.shape[1] == 1:
-            p = torch.sigmoid(Z[:, 0])
-            P = torch.stack([1 - p, p], dim=1)
-        else:
-            P = torch.softmax(Z, dim=1)
-        return _as_output(P, X)
+        """Class probabilities (n, K) of ``X`` (n, D), columns in the order of ``classes_``."""
+        Z = self.decision_function(X)
+        if isinstance(Z, torch.Tensor):
+            return torch.softmax(torch.stack([torch.zeros_like(Z), Z], 1) if Z.ndim == 1 else Z, 1)
+        return softmax(np.stack([np.zeros_like(Z), Z], 1) if Z.ndim == 1 else Z, axis=1)
 
     def predict(self, X):
-        """Predicted labels (n,), a numpy array of values from ``classes_``."""
-        Z = self._logits(X)
-        idx = (Z[:, 0] > 0).long() if Z.shape[1] == 1 else Z.argmax(dim=1)
-        return self.classes_[idx.cpu().numpy()]
+        """Predicted labels (n,) of ``X`` (n, D), a numpy array of values from ``classes_``."""
+        Z = self.decision_function(X)
+        Z = Z.detach().cpu().numpy() if isinstance(Z, torch.Tensor) else Z
+        return self.classes_[(Z > 0).astype(np.int64) if Z.ndim == 1 else Z.argmax(1)]
 
-    def score(self, X, y):
-        """Accuracy: the fraction of rows whose predicted label equals ``y`` (n,)."""
-        pred = self.predict(X)
+    def score(self, X, y, sample_weight=None):
+        """Accuracy: the (weighted) fraction of rows of ``X`` (n, D) predicted as ``y`` (n,)."""
         if isinstance(y, torch.Tensor):
             y = y.detach().cpu().numpy()
-        y = np.asarray(y)
-        if y.shape != pred.shape:
-            raise ValueError(f"y has shape {y.shape} but X has {pred.shape[0]} rows; pass one label per row.")
-        return float(np.mean(pred == y))
-
-
-def _same(a, b):
-    try:
-        return bool(a == b)
-    except Exception:
-        return a is b
+        return float(super().score(X, y, sample_weight))
 
 
 # --------------------------------------------------------------------------- cross-validation
@@ -464,125 +409,133 @@ def _stratified_folds(codes, n_folds, seed):
     return fold
 
 
-def probe_cv(
-    X,
-    y,
-    Cs=np.logspace(-4, 4, 10),
-    folds=5,
-    seed=0,
-    *,
-    fit_intercept=True,
-    max_iter=100,
-    tol=1e-4,
-    device=None,
-    dtype=torch.float32,
-    progress=False,
-):
-    r"""Choose C by stratified k-fold cross-validation, then refit on all of ``X``.
+class LogisticProbeCV(LogisticProbe):
+    r""":class:`LogisticProbe` with C chosen by cross-validation, then refit on all rows.
 
     Like scikit-learn's ``LogisticRegressionCV`` (the paper's probe) with the lbfgs solver:
-    for every C of the grid and every fold, fit :class:`LogisticProbe` on the other folds and
-    score accuracy on the held-out fold; pick the C with the best mean accuracy (ties: the
-    smallest C, as scikit-learn with an ascending grid); refit on all rows with that C,
-    starting from the mean of the fold solutions. Fast because the folds are solved together
-    as one batched L-BFGS problem (one matrix product per step serves all folds) and each C
-    warm-starts from the solutions at the previous one.
+    for every C of the grid and every split, fit on the training rows and score accuracy on
+    the held-out rows; pick the C with the best mean accuracy (ties: the smallest C, as
+    scikit-learn with an ascending grid); refit on all rows with that C, starting from the
+    mean of the split solutions. Fast because the splits are solved together as one batched
+    L-BFGS problem (one matrix product per step serves all of them) and each C warm-starts
+    from the solutions at the previous one.
 
     Parameters
     ----------
-    X : (n, D) array or tensor
-        Features, numpy or torch.
-    y : (n,) array
-        Labels of any sortable type.
-    Cs : sequence of float or int
+    Cs : int or sequence of float
         Grid of C values (> 0), visited in ascending order; an int k means
         ``np.logspace(-4, 4, k)`` (scikit-learn's convention).
-    folds : int or (n,) int array
-        Number of folds k (2 <= k <= the smallest class count), or each row's fold id (at
-        least two distinct values; e.g. to reproduce given splits).
-    seed : int
-        Seed of the stratified shuffle that deals rows to folds (int ``folds`` only).
+    cv : int, cross-validation splitter or iterable of (train, test) index arrays
+        An int k (2 <= k <= n): stratified k folds, each class shuffled (``random_state``) and
+        dealt round-robin; otherwise as scikit-learn's ``cv`` (e.g. ``PredefinedSplit(folds_)``
+        to reproduce given folds).
     fit_intercept, max_iter, tol, device, dtype
         As :class:`LogisticProbe`, for every fit.
+    random_state : int
+        Seed of the stratified shuffle (int ``cv`` only).
     progress : bool
         Show a tqdm bar over the C grid.
 
-    Returns
-    -------
-    LogisticProbe
-        Fitted on all rows with the chosen C (its ``C`` set to it), with extra attributes
-        ``C_`` (float, the chosen C), ``Cs_`` (len(Cs),) the sorted grid, ``cv_scores_``
-        (len(Cs), k) held-out accuracy per C and fold, ``cv_n_iter_`` (len(Cs), k) L-BFGS
-        iterations per fit, and ``folds_`` (n,) the fold id of each row.
+    Attributes
+    ----------
+    C_ : float
+        The chosen C; ``coef_``, ``intercept_``, ``classes_``, ``converged_``, ``device_``,
+        ``n_features_in_`` are those of the refit, as in :class:`LogisticProbe`.
+    Cs_ : (n_Cs,) array
+        The sorted grid.
+    scores_ : (k, n_Cs) array
+        Held-out accuracy per split and C (scikit-learn's layout); ``cv_scores_`` is its
+        transpose (n_Cs, k), the layout of the first ``probe_cv``.
+    n_iter_ : (k, n_Cs) int array
+        L-BFGS iterations per split and C.
+    folds_ : (n,) int array
+        The fold of each row (int ``cv`` only).
     """
-    dtype = _check_dtype(dtype)
-    tol = check_positive(tol, "tol")
-    max_iter = _check_int(max_iter, "max_iter", 1)
-    if isinstance(Cs, (int, np.integer)) and not isinstance(Cs, (bool, np.bool_)):
-        Cs = np.logspace(-4, 4, _check_int(Cs, "Cs", 1))
-    Cs = as_array(Cs, "Cs", ndim=(0, 1))
-    Cs = np.sort(np.array([check_positive(c, "every C in Cs") for c in Cs.reshape(-1)]))
-    dev = _resolve_device(device, X)
-    Xt = _as_features(X, dev, dtype)
-    n = Xt.shape[0]
-    codes, classes = check_labels(y, n)
 
-    if isinstance(folds, (int, np.integer)) and not isinstance(folds, (bool, np.bool_)):
-        k = int(folds)
-        if k < 2:
-            raise ValueError(f"folds must be >= 2 (got {k}); use folds=5 as scikit-learn does.")
+    def __init__(self, Cs=10, *, cv=5, fit_intercept=True, max_iter=100, tol=1e-4, device=None,
+                 dtype="float32", random_state=0, progress=False):
+        self.Cs = Cs
+        self.cv = cv
+        self.fit_intercept = fit_intercept
+        self.max_iter = max_iter
+        self.tol = tol
+        self.device = device
+        self.dtype = dtype
+        self.random_state = random_state
+        self.progress = progress
+
+    def _splits(self, codes, classes):
+        """Boolean masks ``train`` and ``test`` (n, k) of the k cross-validation splits."""
+        n = codes.shape[0]
+        self.__dict__.pop("folds_", None)
+        if not isinstance(self.cv, (int, np.integer)) or isinstance(self.cv, (bool, np.bool_)):
+            splits = list(check_cv(self.cv, codes, classifier=True).split(np.zeros((n, 1)), codes))
+            train, test = np.zeros((2, n, len(splits)), dtype=bool)
+            for j, (tr, te) in enumerate(splits):
+                train[tr, j], test[te, j] = True, True
+            return train, test
+        k = check_int(self.cv, "cv", low=2, high=n)
         counts = np.bincount(codes)
         if k > counts.min():
-            small = classes[int(np.argmin(counts))]
-            raise ValueError(
-                f"folds={k} but class {small!r} has only {counts.min()} example(s), so some fold "
-                f"would have none of it; use folds <= {counts.min()} or collect more examples of that class."
+            warnings.warn(
+                f"cv={k} but class {classes[int(np.argmin(counts))]!r} has only {counts.min()} "
+                f"example(s), so some folds have none of it; use cv <= {counts.min()} or collect "
+                "more examples of that class.",
+                UserWarning,
+                stacklevel=3,
             )
-        fold = _stratified_folds(codes, k, seed)
-    else:
-        fold = as_array(folds, "folds", ndim=1, dtype=None)
-        if fold.shape[0] != n:
-            raise ValueError(f"folds has {fold.shape[0]} entries but X has {n} rows; pass one fold id per row.")
-        _, fold = np.unique(fold, return_inverse=True)
-        k = int(fold.max()) + 1
-        if k < 2:
-            raise ValueError("folds assigns every row to the same fold; give at least two distinct fold ids.")
+        self.folds_ = _stratified_folds(codes, k, self.random_state)
+        test = self.folds_[:, None] == np.arange(k)
+        return ~test, test
 
-    fold_t = torch.as_tensor(fold, device=dev)
-    held_out = fold_t[:, None] == torch.arange(k, device=dev)[None, :]  # (n, k)
-    n_train = (~held_out).sum(0).to(dtype)  # (k,)
-    weights = (~held_out).to(dtype) / n_train
-    Xc, mu = _centre(Xt, fit_intercept)
-    obj = _Objective(Xc, codes, len(classes), weights, fit_intercept)
-    codes_t = torch.as_tensor(codes, device=dev)
-    n_held = held_out.sum(0).to(dtype)
+    def fit(self, X, y):
+        """Choose C by cross-validation on ``X`` (n, D) and ``y`` (n,), refit on all rows; returns self."""
+        Cs = self.Cs
+        if isinstance(Cs, (int, np.integer)) and not isinstance(Cs, (bool, np.bool_)):
+            Cs = np.logspace(-4, 4, check_int(Cs, "Cs"))
+        Cs = np.sort([check_positive(c, "every C in Cs") for c in as_array(Cs, "Cs", ndim=(0, 1)).reshape(-1)])
+        Xt, codes, classes, tol, max_iter = self._fit_inputs(X, y)
+        dev, dtype = Xt.device, Xt.dtype
+        train, test = (torch.as_tensor(m, device=dev) for m in self._splits(codes, classes))
+        n_train, n_test = train.sum(0).to(dtype), test.sum(0).to(dtype)  # (k,)
+        Xc, mu = _centre(Xt, self.fit_intercept)
+        obj = _Objective(Xc, codes, len(classes), train.to(dtype) / n_train, self.fit_intercept)
+        codes_t = torch.as_tensor(codes, device=dev)
 
-    theta = torch.zeros(k, obj.P, device=dev, dtype=dtype)
-    scores = np.zeros((len(Cs), k))
-    n_iters = np.zeros((len(Cs), k), dtype=np.int64)
-    solutions = []
-    steps = range(len(Cs))
-    if progress:
-        from tqdm.auto import tqdm
+        theta = torch.zeros(train.shape[1], obj.P, device=dev, dtype=dtype)
+        scores = np.zeros((train.shape[1], len(Cs)))
+        n_iter = np.zeros((train.shape[1], len(Cs)), dtype=np.int64)
+        solutions = []
+        steps = range(len(Cs))
+        if self.progress:
+            from tqdm.auto import tqdm
 
-        steps = tqdm(steps, desc="probe_cv", unit="C")
-    for j in steps:
-        obj.lam = 1.0 / (float(Cs[j]) * n_train)
-        theta, it, _ = _lbfgs(obj, theta, tol=tol, max_iter=max_iter)  # warm start
-        Z = obj.logits(theta)  # (n, k, K')
-        pred = (Z[..., 0] > 0).long() if obj.K == 1 else Z.argmax(-1)
-        correct = ((pred == codes_t[:, None]) & held_out).sum(0).to(dtype)
-        scores[j] = (correct / n_held).cpu().numpy()
-        n_iters[j] = it.cpu().numpy()
-        solutions.append(theta)
+            steps = tqdm(steps, desc="LogisticProbeCV", unit="C")
+        for j in steps:
+            obj.lam = 1.0 / (float(Cs[j]) * n_train)
+            theta, it, _ = _lbfgs(obj, theta, tol=tol, max_iter=max_iter)  # warm start
+            Z = obj.logits(theta)  # (n, k, K')
+            pred = (Z[..., 0] > 0).long() if obj.K == 1 else Z.argmax(-1)
+            correct = ((pred == codes_t[:, None]) & test).sum(0).to(dtype)
+            scores[:, j] = (correct / n_test).cpu().numpy()
+            n_iter[:, j] = it.cpu().numpy()
+            solutions.append(theta)
 
-    best = int(np.argmax(scores.mean(axis=1)))  # first maximum: the smallest C among ties
-    probe = LogisticProbe(C=float(Cs[best]), fit_intercept=fit_intercept, max_iter=max_iter, tol=tol, device=device, dtype=dtype)
-    init = solutions[best].mean(0, keepdim=True)
-    probe._fit(Xt, codes, classes, float(Cs[best]), tol, max_iter, init=init, centred=(Xc, mu))
-    probe.C_ = float(Cs[best])
-    probe.Cs_ = Cs
-    probe.cv_scores_ = scores
-    probe.cv_n_iter_ = n_iters
-    probe.folds_ = fold
-    return probe
+        best = int(np.argmax(scores.mean(axis=0)))  # first maximum: the smallest C among ties
+        self.C_, self.Cs_, self.scores_, self.n_iter_ = float(Cs[best]), Cs, scores, n_iter
+        self.cv_scores_ = scores.T
+        self._solve(Xc, mu, codes, classes, self.C_, tol, max_iter, init=solutions[best].mean(0, keepdim=True))
+        return self
+
+
+def probe_cv(X, y, Cs=10, cv=5, seed=0, *, folds=None, **params):
+    """``LogisticProbeCV(Cs=Cs, cv=cv, random_state=seed, **params).fit(X, y)``: the probe of
+    the paper's experiments on features ``X`` (n, D) and labels ``y`` (n,), fitted.
+
+    ``params`` are the other arguments of :class:`LogisticProbeCV`; ``folds`` is the older
+    name of ``cv`` (deprecated).
+    """
+    if folds is not None:
+        warnings.warn("probe_cv(folds=...) is deprecated; pass cv=... instead.", DeprecationWarning, stacklevel=2)
+        cv = folds
+    return LogisticProbeCV(Cs=Cs, cv=cv, random_state=seed, **params).fit(X, y)

@@ -11,7 +11,10 @@ and the experiments table (linear probes on LM features against baselines).
 * :func:`bag_of_words` -- the bag-of-words baseline features.
 * :func:`experiment_table` -- the paper's table layout on one dataset: probes on f(s),
   :math:`\Phi p_{f(s)}`, subset logits and class-word logits, with and without the prompt, a
-  bag-of-words baseline and zero-shot; accuracy over several seeds.
+  bag-of-words baseline and zero-shot; accuracy over several seeds (:func:`table_sizes` gives
+  the profile's sizes, :func:`table_row` picks one row, :func:`table_markdown` prints them).
+* :func:`check_dataset_name`, :func:`truncate_words` -- the helpers the command line and the
+  training experiments share.
 
 .. rubric:: Datasets
 
@@ -44,6 +47,7 @@ Call :func:`dataset_info` for sizes.
 """
 from __future__ import annotations
 
+import contextlib
 import html
 import re
 import warnings
@@ -52,9 +56,11 @@ from pathlib import Path
 import numpy as np
 
 from . import config
+from ._checks import check_choice, check_int
 
-__all__ = ["DATASETS", "PROMPTS", "WORDS", "VERBALIZERS", "load_dataset", "dataset_info", "hub_reachable", "zero_shot",
-           "bag_of_words", "experiment_table", "TABLE_SIZES", "table_sizes", "table_markdown", "plot_table"]
+__all__ = ["DATASETS", "PROMPTS", "WORDS", "VERBALIZERS", "load_dataset", "dataset_info", "hub_reachable",
+           "check_dataset_name", "truncate_words", "zero_shot", "bag_of_words", "experiment_table",
+           "table_sizes", "table_row", "table_markdown"]
 
 DATASETS = ("tweet-sentiment", "bbc-news", "sst2", "sst5", "ag_news")
 _OFFLINE = ("tweet-sentiment", "bbc-news")
@@ -102,12 +108,23 @@ _TEST_FRACTION = 0.2
 
 
 # --------------------------------------------------------------------------- helpers
-def _check_name(name):
-    if not isinstance(name, str) or name.strip().lower().replace("_", "-") not in [d.replace("_", "-") for d in DATASETS]:
+def check_dataset_name(name) -> str:
+    """The canonical name of a dataset (case, surrounding spaces and ``_``/``-`` are ignored:
+    ``"AG-News"`` gives ``"ag_news"``); a ValueError listing :data:`DATASETS` otherwise."""
+    canonical = {d.replace("_", "-"): d for d in DATASETS}
+    key = name.strip().lower().replace("_", "-") if isinstance(name, str) else None
+    if key not in canonical:
         raise ValueError(f"unknown dataset {name!r}; choose one of {DATASETS} "
                          f"(offline: {_OFFLINE[0]!r}, {_OFFLINE[1]!r}).")
-    key = name.strip().lower().replace("_", "-")
-    return {d.replace("_", "-"): d for d in DATASETS}[key]
+    return canonical[key]
+
+
+def truncate_words(texts, max_words=None) -> list:
+    """Each text cut to its first ``max_words`` whitespace-separated words (None: unchanged)."""
+    if max_words is None:
+        return list(texts)
+    max_words = check_int(max_words, "max_words")
+    return [" ".join(t.split()[:max_words]) for t in texts]
 
 
 def _package_dir(pkg, install):
@@ -284,14 +301,11 @@ def load_dataset(name: str, split: str = "train", n=None, seed: int = 0):
     """
     import datasets
 
-    name = _check_name(name)
-    if split not in ("train", "test", "all"):
-        raise ValueError(f"split must be 'train', 'test' or 'all', got {split!r}.")
+    name = check_dataset_name(name)
+    check_choice(split, "split", ("train", "test", "all"))
     texts, labels = _offline_split(name, split) if name in _OFFLINE else _online_split(name, split)
     if n is not None:
-        if isinstance(n, bool) or int(n) != n or n < 1:
-            raise ValueError(f"n must be a positive integer or None, got {n!r}.")
-        idx = _stratified_take(labels, int(n), seed)
+        idx = _stratified_take(labels, check_int(n, "n (or None)"), seed)
         texts, labels = [texts[i] for i in idx], labels[idx]
     names = _LABELS[name]
     feats = datasets.Features({"text": datasets.Value("string"), "label": datasets.ClassLabel(names=names)})
@@ -302,7 +316,7 @@ def load_dataset(name: str, split: str = "train", n=None, seed: int = 0):
 
 def dataset_info(name: str) -> dict:
     """Sizes and class counts of the train and test splits of an offline dataset (a dict)."""
-    name = _check_name(name)
+    name = check_dataset_name(name)
     if name not in _OFFLINE:
         raise ValueError(f"dataset_info covers the offline datasets {_OFFLINE}; {name!r} is online.")
     info = {"labels": _LABELS[name]}
@@ -402,30 +416,11 @@ def bag_of_words(train_texts, *other_texts, max_features: int = 2000, min_df: in
     return out if other_texts else out[0]
 
 
-#: Sizes of :func:`experiment_table` per profile (chapter 7 and the command line use these):
-#: training pool, test set, and words kept per text. ``full``: whole splits, whole texts.
-TABLE_SIZES = {
-    "ci": {"tweet-sentiment": dict(n_train=200, n_test=200, max_words=None),
-           "bbc-news": dict(n_train=150, n_test=100, max_words=40),
-           "sst2": dict(n_train=250, n_test=250, max_words=None),
-           "sst5": dict(n_train=500, n_test=250, max_words=None),
-           "ag_news": dict(n_train=250, n_test=200, max_words=None)},
-    "full": {},
-}
-
-
 def table_sizes(name: str) -> dict:
-    """``dict(n_train=..., n_test=..., max_words=...)`` for ``name`` under the active profile."""
-    from . import config
-
-    name = _check_name(name)
-    return dict(TABLE_SIZES[config.profile()].get(name, dict(n_train=None, n_test=None, max_words=None)))
-
-
-def _truncate_words(texts, max_words):
-    if max_words is None:
-        return list(texts)
-    return [" ".join(t.split()[: int(max_words)]) for t in texts]
+    """``dict(n_train=..., n_test=..., max_words=...)`` for ``name`` under the active profile
+    (the ``"table"`` entry of :data:`lmdownstream.config.SIZES`; missing: whole splits and texts)."""
+    name = check_dataset_name(name)
+    return config.sizes("table").get(name, dict(n_train=None, n_test=None, max_words=None))
 
 
 def experiment_table(lm, dataset: str, n_train=None, n_test=None, seeds: int = 5, prompt="default",
@@ -436,11 +431,12 @@ def experiment_table(lm, dataset: str, n_train=None, n_test=None, seeds: int = 5
     without it from the same forward pass). For each seed, a stratified 80% of the training
     pool is drawn, C is chosen by stratified 5-fold cross-validation on it with
     :func:`lmdownstream.probes.probe_cv` (the paper's ``LogisticRegressionCV`` protocol; C grid
-    ``Cs``) and the probe is scored on the fixed test set. On a CPU the probes run on one thread
-    (for problems this small, threading costs more than it saves) and their convergence warnings
-    at large C are silenced. Rows: f(s), :math:`\Phi p_{f(s)}`,
-    subset logits (the paper's word subset), class-word logits (the verbalizer's words), each
-    without and with the prompt; bag of words; zero-shot (with the prompt), raw and calibrated.
+    ``Cs``) and the probe is scored on the fixed test set. On a CPU the probes run under
+    :func:`lmdownstream.config.threads` ``(1)`` (for problems this small, threading costs more
+    than it saves) and their convergence warnings at large C are silenced. Rows: f(s),
+    :math:`\Phi p_{f(s)}`, subset logits (the paper's word subset), class-word logits (the
+    verbalizer's words), each without and with the prompt; bag of words; zero-shot (with the
+    prompt), raw and calibrated.
 
     Parameters
     ----------
@@ -453,117 +449,85 @@ def experiment_table(lm, dataset: str, n_train=None, n_test=None, seeds: int = 5
 
     Returns
     -------
-    list of dicts, one per row: ``features``, ``prompt`` (bool), ``dim``, ``mean``, ``std``
-    (accuracy over seeds), ``accs`` (list), plus ``dataset``, ``model``, ``n_train``, ``n_test``,
-    ``chance`` (share of the largest test class).
+    list of dicts, one per row: ``features``, ``prompt`` (bool), ``label`` (the features, with
+    " + prompt" for the probes after the prompt: one name per row, for plots), ``dim``, ``mean``,
+    ``std`` (accuracy over seeds), ``accs`` (list), plus ``dataset``, ``model``, ``n_train``,
+    ``n_test``, ``chance`` (share of the largest test class).
     """
-    import torch
-
     from .hf import extract, resolve_words
     from .probes import probe_cv
 
-    name = _check_name(dataset)
-    if prompt == "default":
-        prompt = PROMPTS[name]
-    if isinstance(seeds, bool) or int(seeds) != seeds or seeds < 1:
-        raise ValueError(f"seeds must be a positive integer, got {seeds!r}.")
+    name = check_dataset_name(dataset)
+    prompt = PROMPTS[name] if prompt == "default" else prompt
+    seeds = check_int(seeds, "seeds")
     Cs = np.logspace(-6, 3, 10) if Cs is None else Cs
     train = load_dataset(name, "train", n=n_train, seed=0)
     test = load_dataset(name, "test", n=n_test, seed=0)
-    tr_texts, te_texts = _truncate_words(train["text"], max_words), _truncate_words(test["text"], max_words)
+    texts = truncate_words(train["text"], max_words) + truncate_words(test["text"], max_words)
     y_tr, y_te = np.asarray(train["label"]), np.asarray(test["label"])
+    n_tr = len(y_tr)
     subset = resolve_words(lm, WORDS[_GROUP[name]])
     per_class = _verbalizer_ids(lm, VERBALIZERS[name])
     class_ids = np.unique(np.concatenate(per_class))
     ids = np.unique(np.concatenate([subset.ids, class_ids]))
-    texts = tr_texts + te_texts
-    kinds = ("f", "Phi_p", "subset")
-    if prompt is not None:
-        feats = extract(lm, texts, kinds=kinds, prompt=prompt, words=[int(i) for i in ids],
-                        also_without_prompt=True, batch_size=batch_size, progress=progress)
-        settings = [(False, "_noprompt"), (True, "")]
-    else:
-        feats = extract(lm, texts, kinds=kinds, words=[int(i) for i in ids], batch_size=batch_size,
-                        progress=progress)
-        settings = [(False, "")]
-    sub_cols = np.searchsorted(ids, subset.ids)
-    cls_cols = np.searchsorted(ids, class_ids)
-    n_tr = len(tr_texts)
+    feats = extract(lm, texts, kinds=("f", "Phi_p", "subset"), prompt=prompt, words=[int(i) for i in ids],
+                    also_without_prompt=prompt is not None, batch_size=batch_size, progress=progress)
+    settings = [(False, "")] if prompt is None else [(False, "_noprompt"), (True, "")]
+    sub_cols, cls_cols = np.searchsorted(ids, subset.ids), np.searchsorted(ids, class_ids)
     blocks = []
     for with_prompt, suffix in settings:
-        blocks += [
-            ("f(s)", with_prompt, feats["f" + suffix]),
-            ("Φp_f(s)", with_prompt, feats["Phi_p" + suffix]),
-            (f"subset logits ({len(sub_cols)} tokens)", with_prompt, feats["subset" + suffix][:, sub_cols]),
-            (f"class-word logits ({len(cls_cols)} tokens)", with_prompt, feats["subset" + suffix][:, cls_cols]),
-        ]
-    bow_tr, bow_te = bag_of_words(tr_texts, te_texts)
-    blocks.append(("bag of words", False, np.concatenate([bow_tr, bow_te])))
-    chance = float(np.bincount(y_te).max() / len(y_te))
-    meta = dict(dataset=name, model=lm.name, n_train=int(round(0.8 * n_tr)), n_test=len(y_te), chance=chance)
-    rows = []
-    steps = [(b, s) for b in blocks for s in range(int(seeds))]
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
+        sub = feats["subset" + suffix]
+        blocks += [("f(s)", with_prompt, feats["f" + suffix]),
+                   ("Φp_f(s)", with_prompt, feats["Phi_p" + suffix]),
+                   (f"subset logits ({len(sub_cols)} tokens)", with_prompt, sub[:, sub_cols]),
+                   (f"class-word logits ({len(cls_cols)} tokens)", with_prompt, sub[:, cls_cols])]
+    blocks.append(("bag of words", False, np.concatenate(bag_of_words(texts[:n_tr], texts[n_tr:]))))
+    n_fit = int(round(0.8 * n_tr))
+    meta = dict(dataset=name, model=lm.name, n_train=n_fit, n_test=len(y_te),
+                chance=float(np.bincount(y_te).max() / len(y_te)))
 
-        bar = tqdm(total=len(steps), desc=f"probes {name}", unit="fit", leave=False)
-    threads = torch.get_num_threads()
-    if lm.device.type == "cpu":
-        torch.set_num_threads(1)  # small probes: threading overhead dominates, and worse on a busy machine
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # not converged at large C: accuracy has settled
-            for label, with_prompt, X in blocks:
-                accs = []
-                for s in range(int(seeds)):
-                    idx = _stratified_take(y_tr, int(round(0.8 * n_tr)), seed=1000 + s)
-                    probe = probe_cv(X[:n_tr][idx], y_tr[idx], Cs=Cs, folds=folds, seed=s)
-                    accs.append(probe.score(X[n_tr:], y_te))
-                    if bar is not None:
-                        bar.update(1)
-                rows.append(dict(meta, features=label, prompt=with_prompt, dim=int(X.shape[1]),
-                                 mean=float(np.mean(accs)), std=float(np.std(accs)),
-                                 accs=[float(a) for a in accs]))
-    finally:
-        torch.set_num_threads(threads)
-    if bar is not None:
-        bar.close()
+    def row(features, with_prompt, dim, accs):
+        label = features + (" + prompt" if with_prompt and not features.startswith("zero") else "")
+        return dict(meta, features=features, prompt=with_prompt, label=label, dim=dim,
+                    mean=float(np.mean(accs)), std=float(np.std(accs)), accs=[float(a) for a in accs])
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(blocks) * seeds, desc=f"probes {name}", unit="fit", leave=False, disable=not progress)
+    rows = []
+    one_thread = config.threads(1) if lm.device.type == "cpu" else contextlib.nullcontext()
+    with one_thread, warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # not converged at large C: accuracy has settled
+        for label, with_prompt, X in blocks:
+            accs = []
+            for s in range(seeds):
+                idx = _stratified_take(y_tr, n_fit, seed=1000 + s)
+                accs.append(probe_cv(X[:n_tr][idx], y_tr[idx], Cs=Cs, folds=folds, seed=s).score(X[n_tr:], y_te))
+                bar.update(1)
+            rows.append(row(label, with_prompt, int(X.shape[1]), accs))
+    bar.close()
     if prompt is not None:
-        logits = feats["subset"][n_tr:]
-        scores = _class_scores(logits, [np.searchsorted(ids, c) for c in per_class])
+        scores = _class_scores(feats["subset"][n_tr:], [np.searchsorted(ids, c) for c in per_class])
         for label, sc in (("zero-shot", scores), ("zero-shot (calibrated)", scores - scores.mean(0, keepdims=True))):
-            acc = float(np.mean(sc.argmax(1) == y_te))
-            rows.append(dict(meta, features=label, prompt=True, dim=0, mean=acc, std=0.0, accs=[acc]))
+            rows.append(row(label, True, 0, [np.mean(sc.argmax(1) == y_te)]))
     return rows
+
+
+def table_row(rows, features: str, prompt: bool) -> dict:
+    """The row of :func:`experiment_table` whose ``features`` start with ``features`` (e.g.
+    ``"subset"`` for ``"subset logits (28 tokens)"``) and whose ``prompt`` is ``prompt``."""
+    for r in rows:
+        if r["features"].startswith(features) and r["prompt"] == prompt:
+            return r
+    raise ValueError(f"no row with features {features!r} and prompt={prompt}; the rows are "
+                     f"{sorted({(r['features'], r['prompt']) for r in rows})}.")
 
 
 def table_markdown(rows) -> str:
     """The rows of :func:`experiment_table` as a markdown table (accuracy in %, mean ± std)."""
     lines = ["| dataset | features | prompt | dim | accuracy (%) |", "|---|---|---|---:|---:|"]
     for r in rows:
-        acc = f"{100 * r['mean']:.1f} ± {100 * r['std']:.1f}" if len(r["accs"]) > 1 else f"{100 * r['mean']:.1f}"
+        acc = f"{100 * r['mean']:.1f}" + (f" ± {100 * r['std']:.1f}" if len(r["accs"]) > 1 else "")
         lines.append(f"| {r['dataset']} | {r['features']} | {'yes' if r['prompt'] else 'no'} | "
                      f"{r['dim'] or '-'} | {acc} |")
     return "\n".join(lines)
-
-
-def plot_table(rows, ax=None):
-    """Horizontal bar chart of the rows of one dataset (mean accuracy, error bar = std over
-    seeds, dashed line = chance). Returns the matplotlib axes."""
-    import matplotlib.pyplot as plt
-
-    if ax is None:
-        _, ax = plt.subplots(figsize=(7, 0.35 * len(rows) + 1))
-    labels = [r["features"] + (" + prompt" if r["prompt"] and not r["features"].startswith("zero") else "")
-              for r in rows]
-    colors = ["tab:blue" if r["prompt"] else "tab:gray" for r in rows]
-    y = np.arange(len(rows))[::-1]
-    ax.barh(y, [100 * r["mean"] for r in rows], xerr=[100 * r["std"] for r in rows], color=colors)
-    ax.set_yticks(y)
-    ax.set_yticklabels(labels, fontsize=8)
-    ax.axvline(100 * rows[0]["chance"], color="k", ls="--", lw=1, label="chance")
-    ax.set_xlabel("test accuracy (%)")
-    ax.set_title(f"{rows[0]['dataset']} ({rows[0]['model']}, n_train={rows[0]['n_train']})")
-    ax.legend(loc="lower right", fontsize=8)
-    return ax

@@ -7,18 +7,19 @@ import pytest
 
 pytest.importorskip("transformers")
 from lmdownstream import cli  # noqa: E402
-from test_hf import make_tiny_gpt2  # noqa: E402
 
 
-def test_table_writes_csv_markdown_and_png(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("LMDOWNSTREAM_CACHE", str(tmp_path / "cache"))
-    model = make_tiny_gpt2(tmp_path / "tiny")
+@pytest.mark.slow
+def test_table_writes_csv_markdown_and_png(tmp_path, tmp_cache, tiny_gpt2_folder, capsys):
+    model = tiny_gpt2_folder
     out = tmp_path / "out"
     code = cli.main(["table", "--model", model, "--dataset", "tweet-sentiment", "--n-train", "40", "--n-test", "20",
                      "--seeds", "1", "--cs", "0.1,10", "--max-words", "30", "--device", "cpu", "--out", str(out), "--quiet"])
     assert code == 0
     rows = list(csv.DictReader(open(out / "table.csv")))
     assert len(rows) >= 10 and {r["features"] for r in rows} >= {"f(s)", "Φp_f(s)", "bag of words", "zero-shot"}
+    assert all(0 <= float(r["mean"]) <= 1 and len(r["accs"].split()) == 1 for r in rows)
+    assert {r["n_test"] for r in rows} == {"20"} and {r["prompt"] for r in rows} == {"True", "False"}
     assert (out / "table.md").read_text().startswith("| dataset |")
     assert (out / "table.png").stat().st_size > 1000
     assert "wrote" in capsys.readouterr().out

@@ -135,3 +135,151 @@ def test_bad_inputs(loss):
     bad[0, 0] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         loss(bad, Phi, P)
+
+
+# --------------------------------------------------------------------------- reductions, padding, batch dims
+@pytest.mark.parametrize("loss", [xent_loss, quad_loss])
+def test_reductions_and_padding_match_a_loop(loss):
+    theta, Phi, _ = _problem(n=7)
+    ids = np.array([0, -1, 6, 3, -1, 2, 5])
+    per = np.array([0.0 if w < 0 else float(loss(theta[i], Phi, w)) for i, w in enumerate(ids)])
+    none = loss(theta, Phi, ids, reduction="none")
+    assert none.shape == (7,)
+    np.testing.assert_allclose(none.numpy(), per, atol=1e-13)
+    keep = ids >= 0
+    assert float(loss(theta, Phi, ids)) == pytest.approx(per[keep].mean(), abs=1e-13)
+    assert float(loss(theta, Phi, ids, reduction="sum")) == pytest.approx(per.sum(), abs=1e-12)
+    w = np.arange(1.0, 8.0)
+    assert float(loss(theta, Phi, ids, weights=w)) == pytest.approx((w * per)[keep].sum() / w[keep].sum(), abs=1e-13)
+    assert float(loss(theta, Phi, ids, weights=w, reduction="sum")) == pytest.approx((w * per).sum(), abs=1e-12)
+    with pytest.raises(ValueError, match="reduction='none'"):
+        loss(theta, Phi, ids, weights=w, reduction="none")
+    with pytest.raises(ValueError, match="reduction"):
+        loss(theta, Phi, ids, reduction="avg")
+
+
+def test_xent_sample_form_is_torch_cross_entropy_with_ignore_index():
+    theta, Phi, _ = _problem(n=9)
+    ids = torch.tensor([0, 1, -1, 3, 4, 5, -1, 2, 6])
+    logits = torch.tensor(theta @ Phi)
+    b = torch.linspace(-1, 1, Phi.shape[1], dtype=torch.float64)
+    for red in ("mean", "sum", "none"):
+        want = torch.nn.functional.cross_entropy(logits + b, ids, ignore_index=-1, reduction=red)
+        torch.testing.assert_close(xent_loss(theta, Phi, ids, bias=b, reduction=red), want, rtol=0, atol=1e-13)
+
+
+@pytest.mark.parametrize("loss", [xent_loss, quad_loss])
+def test_leading_batch_dimensions_are_flattened(loss):
+    rng = np.random.default_rng(3)
+    theta = rng.normal(size=(2, 5, 3))
+    Phi = rng.normal(size=(3, 7))
+    ids = rng.integers(-1, 7, size=(2, 5))
+    none = loss(theta, Phi, ids, reduction="none")
+    assert none.shape == (2, 5)
+    np.testing.assert_allclose(none.numpy().ravel(), loss(theta.reshape(10, 3), Phi, ids.ravel(), reduction="none").numpy())
+    assert float(loss(theta, Phi, ids)) == pytest.approx(float(loss(theta.reshape(10, 3), Phi, ids.ravel())), abs=1e-14)
+    P = rng.dirichlet(np.ones(7), size=(2, 5))
+    assert float(loss(theta, Phi, P)) == pytest.approx(float(loss(theta.reshape(10, 3), Phi, P.reshape(10, 7))), abs=1e-14)
+
+
+@pytest.mark.parametrize("form", ["ids", "dists"])
+def test_quad_gram_path_equals_logits_form_with_the_same_gradients(form):
+    theta, Phi, P = _problem(n=6, d=3, V=9)
+    target = np.array([0, 8, 3, -1, 4, 4]) if form == "ids" else P
+    t1, F1 = torch.tensor(theta, requires_grad=True), torch.tensor(Phi, requires_grad=True)
+    t2, F2 = torch.tensor(theta, requires_grad=True), torch.tensor(Phi, requires_grad=True)
+    # independent reference: the (n, V) logits form, 1/2 ||Phi^T theta||^2 - theta^T Phi p*
+    L = t1 @ F1
+    tgt = torch.as_tensor(target)
+    if form == "ids":
+        keep = tgt >= 0
+        lin = L.gather(1, tgt.clamp_min(0)[:, None])[:, 0]
+        ref = ((0.5 * (L * L).sum(1) - lin) * keep).sum() / keep.sum()
+    else:
+        ref = (0.5 * (L * L).sum(1) - (L * tgt).sum(1)).mean()
+    got = quad_loss(t2, F2, target)
+    assert got.item() == pytest.approx(ref.item(), abs=1e-13)
+    ref.backward()
+    got.backward()
+    torch.testing.assert_close(t2.grad, t1.grad, rtol=0, atol=1e-13)
+    torch.testing.assert_close(F2.grad, F1.grad, rtol=0, atol=1e-13)
+    # a precomputed Gram matrix gives the same value and the same theta-gradient
+    t3 = torch.tensor(theta, requires_grad=True)
+    G = torch.tensor(Phi @ Phi.T)
+    q = quad_loss(t3, Phi, target, gram=G)
+    assert q.item() == pytest.approx(ref.item(), abs=1e-13)
+    q.backward()
+    torch.testing.assert_close(t3.grad, t1.grad, rtol=0, atol=1e-13)
+    with pytest.raises(ValueError, match="gram"):
+        quad_loss(theta, Phi, target, gram=G[:2])
+
+
+# --------------------------------------------------------------------------- optima
+def test_quad_optimum_closed_form_and_rank_deficient_min_norm():
+    from lmdownstream.losses import quad_optimum
+
+    _, Phi, P = _problem(n=5, d=3, V=8)
+    want = np.linalg.solve(Phi @ Phi.T, Phi @ P.T).T
+    got = quad_optimum(Phi, P)
+    assert isinstance(got, np.ndarray) and got.shape == (5, 3)
+    np.testing.assert_allclose(got, want, atol=1e-12)
+    t = quad_optimum(torch.tensor(Phi), torch.tensor(P))
+    assert isinstance(t, torch.Tensor)
+    np.testing.assert_allclose(t.numpy(), want, atol=1e-12)
+    # rank-deficient Phi (row 3 = row 1 + row 2): the minimum-norm minimiser, as numpy's lstsq
+    Phi_def = np.vstack([Phi[:2], Phi[0] + Phi[1]])
+    got = quad_optimum(Phi_def, P)
+    np.testing.assert_allclose(got, (np.linalg.pinv(Phi_def.T) @ P.T).T, atol=1e-10)
+    g = torch.tensor(got, requires_grad=True)
+    quad_loss(g, Phi_def, P).backward()
+    assert float(g.grad.abs().max()) < 1e-12
+
+
+def test_xent_optimum_matches_moments_and_beats_perturbations():
+    from lmdownstream.losses import xent_optimum
+
+    _, Phi, P = _problem(n=6, d=3, V=10)
+    theta = xent_optimum(Phi, P)
+    p_theta = torch.softmax(torch.tensor(theta @ Phi), 1).numpy()
+    np.testing.assert_allclose(p_theta @ Phi.T, P @ Phi.T, atol=1e-12)  # Phi p_theta* = Phi p*
+    best = float(xent_loss(theta, Phi, P))
+    rng = np.random.default_rng(1)
+    for _ in range(5):
+        assert float(xent_loss(theta + 1e-3 * rng.normal(size=theta.shape), Phi, P)) > best
+    t = xent_optimum(torch.tensor(Phi), torch.tensor(P))
+    assert isinstance(t, torch.Tensor)
+    np.testing.assert_allclose(t.numpy(), theta, atol=1e-12)
+    # p* with support on one word: no finite minimiser
+    # p* on a vertex of the hull of Phi's columns (the word extreme along e_1): no finite minimiser
+    with pytest.warns(RuntimeWarning, match="did not converge"):
+        xent_optimum(Phi, np.eye(10)[[np.argmax(Phi[0])]], max_iter=20)
+
+
+# --------------------------------------------------------------------------- KL and entropy
+def test_kl_and_entropy_against_hand_and_scipy():
+    from scipy.stats import entropy as sp_entropy
+
+    from lmdownstream.losses import entropy, kl
+
+    p = np.array([[0.5, 0.5, 0.0], [0.2, 0.3, 0.5]])
+    q = np.array([[0.25, 0.25, 0.5], [0.2, 0.3, 0.5]])
+    np.testing.assert_allclose(entropy(p), [math.log(2), sp_entropy(p[1])], atol=1e-15)
+    np.testing.assert_allclose(kl(p, q), [math.log(2), 0.0], atol=1e-15)  # 0 log 0 = 0
+    assert isinstance(kl(p, q), np.ndarray)
+    tk = kl(torch.tensor(p), torch.tensor(q))
+    assert isinstance(tk, torch.Tensor)
+    np.testing.assert_allclose(tk.numpy(), kl(p, q), atol=1e-15)
+    np.testing.assert_allclose(entropy(torch.tensor(p)).numpy(), entropy(p), atol=1e-15)
+    rng = np.random.default_rng(0)
+    a, b = rng.dirichlet(np.ones(6), size=4), rng.dirichlet(np.ones(6), size=4)
+    np.testing.assert_allclose(kl(a, b), [sp_entropy(x, y) for x, y in zip(a, b)], rtol=1e-12)
+    assert float(kl(a[0], b[0])) == pytest.approx(sp_entropy(a[0], b[0]), rel=1e-12)  # one (V,) row
+    # q = 0 where p > 0: infinite
+    assert kl(np.array([0.5, 0.5]), np.array([1.0, 0.0])) == np.inf
+    assert float(kl(torch.tensor([0.5, 0.5]), torch.tensor([1.0, 0.0]))) == math.inf
+    with pytest.raises(ValueError, match="distributions|sum to 1"):
+        kl(2 * a, b)
+    with pytest.raises(ValueError, match="distributions"):
+        entropy(torch.tensor(2 * a))
+    with pytest.raises(ValueError, match="shape"):
+        kl(a, b[:3])

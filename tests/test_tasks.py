@@ -7,13 +7,12 @@ import pytest
 
 pytest.importorskip("datasets")
 pytest.importorskip("transformers")
-from lmdownstream import hf, tasks  # noqa: E402
-from test_hf import make_tiny_gpt2  # noqa: E402
+from lmdownstream import config, hf, tasks  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return hf.load_lm(make_tiny_gpt2(tmp_path_factory.mktemp("tiny_gpt2_tasks")), device="cpu")
+def tiny(tiny_gpt2_folder):
+    return hf.load_lm(tiny_gpt2_folder, device="cpu")
 
 
 @pytest.mark.parametrize("name, n_classes", [("tweet-sentiment", 2), ("bbc-news", 5)])
@@ -60,8 +59,30 @@ def test_bad_dataset_arguments():
         tasks.load_dataset("imdb")
     with pytest.raises(ValueError, match="split"):
         tasks.load_dataset("bbc-news", "validation")
-    with pytest.raises(ValueError, match="n must be"):
+    with pytest.raises(ValueError, match="n .or None. must be an int >= 1"):
         tasks.load_dataset("bbc-news", n=0)
+    with pytest.raises(ValueError, match="float"):
+        tasks.load_dataset("bbc-news", n=10.0)
+
+
+def test_dataset_names_and_truncation():
+    assert tasks.check_dataset_name(" AG-News ") == "ag_news" and tasks.check_dataset_name("bbc_news") == "bbc-news"
+    with pytest.raises(ValueError, match="unknown dataset"):
+        tasks.check_dataset_name(3)
+    assert tasks.truncate_words(["a b  c d", "e"], 2) == ["a b", "e"]
+    assert tasks.truncate_words(("x y",), None) == ["x y"]
+    with pytest.raises(ValueError, match="max_words"):
+        tasks.truncate_words(["a"], 0)
+
+
+@pytest.mark.parametrize("profile", ["ci", "full"])
+def test_table_sizes_come_from_the_config_table(monkeypatch, profile):
+    monkeypatch.setenv("LMDOWNSTREAM_PROFILE", profile)
+    for name in tasks.DATASETS:
+        want = config.SIZES[profile]["table"].get(name, dict(n_train=None, n_test=None, max_words=None))
+        assert tasks.table_sizes(name) == want
+    tasks.table_sizes("bbc-news")["n_train"] = -1  # a copy: the table itself is unchanged
+    assert tasks.table_sizes("bbc-news") == config.SIZES[profile]["table"].get("bbc-news", want)
 
 
 @pytest.mark.parametrize("name, alternative", [("sst2", "tweet-sentiment"), ("sst5", "tweet-sentiment"),
@@ -105,8 +126,11 @@ def test_bag_of_words():
     assert np.allclose(np.linalg.norm(tr, axis=1), 1) and np.allclose(te[1], 0)
 
 
-def test_experiment_table_rows(tiny, tmp_path, monkeypatch):
-    monkeypatch.setenv("LMDOWNSTREAM_CACHE", str(tmp_path))
+@pytest.mark.slow
+def test_experiment_table_rows(tiny, tmp_cache):
+    import torch
+
+    threads = torch.get_num_threads()
     rows = tasks.experiment_table(tiny, "tweet-sentiment", n_train=40, n_test=20, seeds=2, Cs=[0.1, 10.0],
                                   progress=False)
     feats = [(r["features"], r["prompt"]) for r in rows]
@@ -116,5 +140,17 @@ def test_experiment_table_rows(tiny, tmp_path, monkeypatch):
     for r in rows:
         assert 0 <= r["mean"] <= 1 and r["n_test"] == 20 and r["chance"] == 0.5
     assert len(rows[0]["accs"]) == 2
+    assert torch.get_num_threads() == threads  # the probes' one thread is restored
+    assert len({r["label"] for r in rows}) == len(rows)  # one name per row, for plots
+    # accuracies agree with the per-seed list, and zero-shot with tasks.zero_shot on the same texts
+    for r in rows:
+        assert r["mean"] == pytest.approx(np.mean(r["accs"])) and r["std"] == pytest.approx(np.std(r["accs"]))
+    test = tasks.load_dataset("tweet-sentiment", "test", n=20, seed=0)
+    pred = tasks.zero_shot(tiny, test["text"], tasks.VERBALIZERS["tweet-sentiment"],
+                           tasks.PROMPTS["tweet-sentiment"], cache=False)
+    assert tasks.table_row(rows, "zero-shot", True)["mean"] == pytest.approx(np.mean(pred == np.array(test["label"])))
+    assert tasks.table_row(rows, "subset", False)["features"].startswith("subset logits (")
+    with pytest.raises(ValueError, match="no row"):
+        tasks.table_row(rows, "bag of words", True)
     md = tasks.table_markdown(rows)
     assert md.count("\n") == len(rows) + 1

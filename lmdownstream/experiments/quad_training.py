@@ -11,7 +11,12 @@ number of steps and the batch size (equal compute in tokens seen; Quad's output 
   accuracy; one row per (variant, seed).
 * :func:`text_study` -- on real text (tweets and BBC news, a byte-level BPE trained here):
   held-out cross-entropy and probe accuracy on tweet sentiment and BBC topics.
-* :func:`summarise` -- mean and standard deviation over seeds, per variant; :func:`plot_probes`.
+* :func:`summarise` -- mean and standard deviation over seeds, per variant (draw it with
+  :func:`lmdownstream.plot.bars`).
+
+Both studies take their sizes from ``config.SIZES[profile]["quad_training"]`` (:data:`SIZES`,
+the same entry as chapter 6's small models, so chapter 8 loads the checkpoints chapter 6 trained);
+keyword overrides change any setting, and the DataFrame's ``attrs`` record them all.
 
 Fixed :math:`\Phi`: ``"gaussian"`` is a seeded :math:`N(0, 1/d)` matrix; ``"xent"`` is the
 :math:`\Phi` learned by the cross-entropy model of the same seed (as the paper's code fixes
@@ -25,23 +30,13 @@ import warnings
 import numpy as np
 
 from .. import config, probes, synthetic, tasks, train
+from .._checks import check_choice, check_int
 
-__all__ = ["VARIANTS", "TEXT_VARIANTS", "SIZES", "sizes", "text_setup", "synthetic_study", "text_study", "summarise",
-           "plot_probes"]
+__all__ = ["VARIANTS", "TEXT_VARIANTS", "SIZES", "sizes", "text_setup", "synthetic_study", "text_study",
+           "summarise"]
 
-#: Sizes of chapters 6 and 8 per profile (the same dict in both, so chapter 8 reuses chapter 6's checkpoints).
-SIZES = dict(
-    ci=dict(states=8, words=50, seeds=(0, 1), n_train=4_000, length=16, d=64, n_layers=2, steps=150, batch_size=64,
-            text_seeds=(0, 1), text_steps=150, text_d=64, text_vocab=1_000, block=64, text_batch=32),
-    full=dict(states=16, words=200, seeds=(0, 1, 2, 3, 4), n_train=20_000, length=32, d=128, n_layers=4, steps=3_000,
-              batch_size=64, text_seeds=(0, 1, 2), text_steps=4_000, text_d=128, text_vocab=4_000, block=128,
-              text_batch=32),
-)
-
-
-def sizes() -> dict:
-    """The :data:`SIZES` entry of the current profile (:func:`lmdownstream.config.profile`)."""
-    return dict(config.by_profile(ci=SIZES["ci"], full=SIZES["full"]))
+#: Sizes per profile: a view of the ``"quad_training"`` entries of :data:`lmdownstream.config.SIZES`.
+SIZES = {name: config.SIZES[name]["quad_training"] for name in config.PROFILES}
 
 VARIANTS = (
     dict(name="xent, learned Φ", loss="xent", Phi="tied"),
@@ -56,30 +51,37 @@ TEXT_VARIANTS = (
 )
 
 
-def _int(x, name, low=1):
-    if isinstance(x, bool) or not isinstance(x, (int, np.integer)) or int(x) < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {x!r}.")
-    return int(x)
+def sizes() -> dict:
+    """A copy of the :data:`SIZES` entry of the current profile (:func:`lmdownstream.config.sizes`)."""
+    return config.sizes("quad_training")
+
+
+def _settings(defaults, overrides, what):
+    unknown = sorted(set(overrides) - set(defaults))
+    if unknown:
+        raise ValueError(f"{what} has no setting {unknown[0]!r}; the settings are {sorted(defaults)}.")
+    out = {**defaults, **overrides}
+    out["seeds"] = [check_int(s, "seed", low=0) for s in out["seeds"]]
+    if not out["seeds"]:
+        raise ValueError("seeds is empty; pass at least one seed.")
+    return out
 
 
 def _check_variants(variants):
-    variants = list(variants)
+    variants, names = list(variants), set()
     if not variants:
         raise ValueError("variants is empty; pass at least one dict(name=..., loss=..., Phi=...).")
-    names = set()
     for v in variants:
         if not isinstance(v, dict) or not {"name", "loss", "Phi"} <= set(v):
             raise ValueError(f"each variant needs keys name, loss, Phi; got {v!r}.")
-        if v["loss"] not in train.LOSSES:
-            raise ValueError(f"variant {v['name']!r}: loss must be one of {train.LOSSES}, got {v['loss']!r}.")
-        if not (isinstance(v["Phi"], str) and v["Phi"] in ("tied", "untied", "gaussian", "xent")):
-            raise ValueError(f"variant {v['name']!r}: Phi must be 'tied', 'untied', 'gaussian' or 'xent', got {v['Phi']!r}.")
+        check_choice(v["loss"], f"variant {v['name']!r}: loss", train.LOSSES)
+        check_choice(v["Phi"], f"variant {v['name']!r}: Phi", ("tied", "untied", "gaussian", "xent"))
         if v["name"] in names:
             raise ValueError(f"two variants are named {v['name']!r}; names must be unique.")
         names.add(v["name"])
-    if any(v["Phi"] == "xent" for v in variants):
-        if not any(v["loss"] == "xent" and v["Phi"] in ("tied", "untied") for v in variants):
-            raise ValueError("a variant with Phi='xent' needs a variant with loss='xent' and a learned Phi before it.")
+    learned = [i for i, v in enumerate(variants) if v["loss"] == "xent" and v["Phi"] in ("tied", "untied")]
+    if any(v["Phi"] == "xent" for v in variants) and not learned:
+        raise ValueError("a variant with Phi='xent' needs a variant with loss='xent' and a learned Phi before it.")
     return variants
 
 
@@ -107,7 +109,7 @@ def _train_variants(corpus, variants, seed, train_kw, progress):
 
 
 def _probe(Ftr, ytr, Fte, yte, seed):
-    """Test accuracy of a cross-validated logistic probe on standardised features.
+    r"""Test accuracy of a cross-validated logistic probe on standardised features.
 
     Features are standardised with the training rows' mean and standard deviation: a Quad
     model's :math:`\Phi p_f \approx \mu + \Phi\Phi^\top f / V` varies on a 1/V scale that no C of
@@ -123,48 +125,62 @@ def _probe(Ftr, ytr, Fte, yte, seed):
     return float(p.score((Fte - mu) / sd, yte))
 
 
-def synthetic_study(hmm=None, seeds=(0, 1), variants=VARIANTS, n_train: int = 4000, n_val: int = 500,
-                    length: int = 16, n_task: int = 1500, task_length: int = 8, d: int = 64, n_layers: int = 2,
-                    n_heads: int = 4, steps: int = 300, batch_size: int = 64, lr: float = 3e-3,
-                    progress: bool = True) -> list:
+def _frame(rows, settings, **attrs):
+    import pandas as pd
+
+    df = pd.DataFrame(rows)
+    df.attrs.update(settings=settings, **attrs)
+    return df
+
+
+_TRAIN_KEYS = ("d", "n_layers", "n_heads", "steps", "batch_size", "lr")
+
+
+def synthetic_study(hmm=None, *, sizes=None, variants=VARIANTS, progress: bool = False, **overrides):
     r"""Train every variant for every seed on sentences of an HMM and measure it exactly.
 
     Parameters
     ----------
     hmm : an :class:`~lmdownstream.synthetic.HMMLanguage` with state labels (default:
-        ``HMMLanguage.random(8, 50, seed=0)``, two labels).
-    seeds : model seeds (the corpus is the same for all). variants : see :data:`VARIANTS`.
-    n_train, n_val, length : training and validation sentences of ``length`` words.
-    n_task, task_length : the planted task: ``n_task`` prefixes of ``task_length`` words for
-        training the probe and as many for testing it.
-    d, n_layers, n_heads, steps, batch_size, lr : passed to :func:`lmdownstream.train.train_lm`.
+        ``HMMLanguage.random(states, words, seed=0)`` of the sizes, two labels).
+    sizes : dict of settings (default: :func:`sizes`, the profile's), updated by ``overrides``:
+        ``seeds`` (model seeds; the corpus is the same for all), ``n_train``, ``n_val``,
+        ``length`` (training and validation sentences of ``length`` words), ``n_task``,
+        ``task_length`` (the planted task: that many prefixes for training the probe and as
+        many for testing it), and ``d, n_layers, n_heads, steps, batch_size, lr`` for
+        :func:`lmdownstream.train.train_lm`.
+    variants : see :data:`VARIANTS`.
 
     Returns
     -------
-    list of dict rows, one per (variant, seed): ``variant, seed, loss, xent`` (held-out, nats,
+    pandas DataFrame, one row per (variant, seed): ``variant, seed, loss, xent`` (held-out, nats,
     through softmax), ``entropy`` (:math:`\ell^*`), ``eps`` (exact), ``quad_excess``, ``quad_rel``
     (distance to the Quad optimum for the model's own :math:`\Phi`), ``acc_f``, ``acc_Phi_p``
     (probe test accuracy), ``acc_bayes`` (accuracy of the Bayes-optimal predictor on the same test
     prefixes), ``seconds`` (training time in this call; 0 when loaded from the cache).
+    ``attrs``: ``settings``, ``entropy``, ``acc_bayes``, ``n_states``, ``vocab_size``.
     """
-    hmm = synthetic.HMMLanguage.random(8, 50, seed=0) if hmm is None else hmm
+    z = config.sizes("quad_training") if sizes is None else sizes
+    defaults = dict(states=8, words=50, seeds=(0, 1), n_train=4000, n_val=500, length=16, n_task=1500,
+                    task_length=8, d=64, n_layers=2, n_heads=4, steps=300, batch_size=64, lr=3e-3)
+    defaults.update({k: z[k] for k in defaults if k in z})
+    s = _settings(defaults, overrides, "synthetic_study")
+    hmm = synthetic.HMMLanguage.random(s["states"], s["words"], seed=0) if hmm is None else hmm
     if not isinstance(hmm, synthetic.HMMLanguage) or hmm.state_labels is None:
         raise ValueError("hmm must be an HMMLanguage with state_labels (e.g. HMMLanguage.random(...)).")
     variants = _check_variants(variants)
-    seeds = [_int(s, "seed", low=0) for s in seeds]
-    if not seeds:
-        raise ValueError("seeds is empty; pass at least one seed.")
-    corpus = train.hmm_corpus(hmm, _int(n_train, "n_train"), _int(length, "length"), seed=10_001)
-    val = train.hmm_corpus(hmm, _int(n_val, "n_val"), length, seed=10_002)
-    Xtr, ytr = hmm.natural_task(_int(n_task, "n_task", 10), _int(task_length, "task_length"), seed=10_003)
+    length = check_int(s["length"], "length")
+    corpus = train.hmm_corpus(hmm, check_int(s["n_train"], "n_train"), length, seed=10_001)
+    val = train.hmm_corpus(hmm, check_int(s["n_val"], "n_val"), length, seed=10_002)
+    n_task, task_length = check_int(s["n_task"], "n_task", 10), check_int(s["task_length"], "task_length")
+    Xtr, ytr = hmm.natural_task(n_task, task_length, seed=10_003)
     Xte, yte = hmm.natural_task(n_task, task_length, seed=10_004)
     bos = lambda X: np.concatenate([np.full((X.shape[0], 1), hmm.vocab_size), X], axis=1)  # noqa: E731
-    post = hmm.label_posterior(Xte)
-    acc_bayes = float(np.mean(post.argmax(1) == yte))
-    train_kw = dict(d=d, n_layers=n_layers, n_heads=n_heads, steps=steps, batch_size=batch_size, lr=lr)
+    acc_bayes = float(np.mean(hmm.label_posterior(Xte).argmax(1) == yte))
     rows = []
-    for seed in seeds:
-        for name, res in _train_variants(corpus, variants, seed, train_kw, progress).items():
+    for seed in s["seeds"]:
+        trained = _train_variants(corpus, variants, seed, {k: s[k] for k in _TRAIN_KEYS}, progress)
+        for name, res in trained.items():
             m = res.model
             ev, ex = train.evaluate(m, val), train.exact_excess(m, val)
             ftr, fte = m.features(bos(Xtr), kinds=("f", "Phi_p")), m.features(bos(Xte), kinds=("f", "Phi_p"))
@@ -173,12 +189,8 @@ def synthetic_study(hmm=None, seeds=(0, 1), variants=VARIANTS, n_train: int = 40
                              quad_rel=ex["quad_rel"], acc_f=_probe(ftr["f"], ytr, fte["f"], yte, seed),
                              acc_Phi_p=_probe(ftr["Phi_p"], ytr, fte["Phi_p"], yte, seed), acc_bayes=acc_bayes,
                              seconds=res.seconds))
-    return rows
-
-
-def _texts(name, split, n, max_words):
-    ds = tasks.load_dataset(name, split, n=n)
-    return tasks._truncate_words(ds["text"], max_words), np.asarray(ds["label"])
+    return _frame(rows, s, entropy=rows[0]["entropy"], acc_bayes=acc_bayes, n_states=hmm.n_states,
+                  vocab_size=hmm.vocab_size)
 
 
 def text_setup(vocab_size: int = 2000, block: int = 64):
@@ -186,100 +198,87 @@ def text_setup(vocab_size: int = 2000, block: int = 64):
 
     The training splits of tweet-sentiment and bbc-news (labels unused), a byte-level BPE with
     ``vocab_size`` tokens trained on them, blocks of ``block`` tokens, 2% of the blocks held out."""
-    texts = list(tasks.load_dataset("tweet-sentiment", "train")["text"]) + list(tasks.load_dataset("bbc-news", "train")["text"])
+    texts = [t for name in ("tweet-sentiment", "bbc-news") for t in tasks.load_dataset(name, "train")["text"]]
     tok = train.train_tokenizer(texts, vocab_size=vocab_size)
     full = train.text_corpus(texts, tok, block=block, name=f"tweets+bbc/train bpe{vocab_size} block{block}")
     corpus, val = full.split(0.02, seed=0)
     return tok, corpus, val
 
 
-def text_study(seeds=(0, 1), variants=TEXT_VARIANTS, vocab_size: int = 2000, block: int = 64, d: int = 64,
-               n_layers: int = 2, n_heads: int = 4, steps: int = 300, batch_size: int = 32, lr: float = 3e-3,
-               probe_sizes=None, bbc_words: int = 40, progress: bool = True) -> dict:
+def text_study(*, sizes=None, variants=TEXT_VARIANTS, progress: bool = False, **overrides):
     r"""Train every variant for every seed on real text and probe its features on real tasks.
 
-    The corpus is the *training* split of tweet-sentiment and of bbc-news (labels unused), cut
-    into blocks of ``block`` tokens by a byte-level BPE with ``vocab_size`` tokens trained on the
-    same texts; 2% of the blocks are held out for the validation cross-entropy. Probes are
-    trained on ``probe_sizes[name][0]`` labelled training texts and tested on
-    ``probe_sizes[name][1]`` test texts (BBC articles cut to their first ``bbc_words`` words).
+    The corpus is :func:`text_setup`'s: the *training* split of tweet-sentiment and of bbc-news
+    (labels unused), cut into blocks of ``block`` tokens by a byte-level BPE with ``vocab_size``
+    tokens trained on the same texts; 2% of the blocks are held out for the validation
+    cross-entropy. Probes are trained on ``probe_sizes[name][0]`` labelled training texts and
+    tested on ``probe_sizes[name][1]`` test texts (BBC articles cut to their first ``bbc_words``
+    words).
+
+    Parameters
+    ----------
+    sizes : dict (default: :func:`sizes`; its ``text_*`` entries and ``n_layers``, ``block``),
+        updated by ``overrides``: ``seeds, vocab_size, block, d, n_layers, n_heads, steps,
+        batch_size, lr, probe_sizes, bbc_words``.
+    variants : see :data:`TEXT_VARIANTS`.
 
     Returns
     -------
-    dict with ``rows`` (one per (variant, seed): ``variant, seed, loss, xent, quad`` held out,
-    ``tweet_f, tweet_Phi_p, bbc_f, bbc_Phi_p`` probe test accuracies, ``seconds``), ``corpus``
-    (sizes: sequences, tokens, vocabulary) and ``tokenizer``.
+    pandas DataFrame, one row per (variant, seed): ``variant, seed, loss, xent, quad`` held out,
+    ``tweet_f, tweet_Phi_p, bbc_f, bbc_Phi_p`` probe test accuracies, ``seconds``. ``attrs``:
+    ``settings``, ``corpus`` (``n_sequences, n_tokens, n_val_tokens, vocab_size, block``) and
+    ``chance`` (majority-class accuracy of each probe test set, by dataset name).
     """
+    z = config.sizes("quad_training") if sizes is None else sizes
+    rename = dict(text_seeds="seeds", text_steps="steps", text_d="d", text_vocab="vocab_size", text_batch="batch_size",
+                  n_layers="n_layers", block="block")
+    defaults = dict(seeds=(0, 1), vocab_size=2000, block=64, d=64, n_layers=2, n_heads=4, steps=300, batch_size=32,
+                    lr=3e-3, probe_sizes={"tweet-sentiment": (1000, 500), "bbc-news": (500, 300)}, bbc_words=40)
+    defaults.update({new: z[old] for old, new in rename.items() if old in z})
+    s = _settings(defaults, overrides, "text_study")
     variants = _check_variants(variants)
-    seeds = [_int(s, "seed", low=0) for s in seeds]
-    if not seeds:
-        raise ValueError("seeds is empty; pass at least one seed.")
-    probe_n = {"tweet-sentiment": (1000, 500), "bbc-news": (500, 300)} if probe_sizes is None else dict(probe_sizes)
-    tok, corpus, val = text_setup(vocab_size, block)
-    probe_data = {}
-    for name, (n_tr, n_te) in probe_n.items():
-        mw = bbc_words if name == "bbc-news" else None
-        (a, ya), (b, yb) = _texts(name, "train", n_tr, mw), _texts(name, "test", n_te, mw)
-        probe_data[name] = (tok(a, add_special_tokens=False)["input_ids"], ya,
-                            tok(b, add_special_tokens=False)["input_ids"], yb)
-    train_kw = dict(d=d, n_layers=n_layers, n_heads=n_heads, steps=steps, batch_size=batch_size, lr=lr)
+    tok, corpus, val = text_setup(s["vocab_size"], s["block"])
+    probe_data, chance = {}, {}
+    for name, (n_tr, n_te) in dict(s["probe_sizes"]).items():
+        split = [tasks.load_dataset(name, part, n=n) for part, n in (("train", n_tr), ("test", n_te))]
+        words = s["bbc_words"] if name == "bbc-news" else None
+        ids = [tok(tasks.truncate_words(ds["text"], words), add_special_tokens=False)["input_ids"] for ds in split]
+        labels = [np.asarray(ds["label"]) for ds in split]
+        probe_data[name] = (ids[0], labels[0], ids[1], labels[1])
+        chance[name] = float(np.bincount(labels[1]).max() / len(labels[1]))
     rows = []
-    for seed in seeds:
-        for vname, res in _train_variants(corpus, variants, seed, train_kw, progress).items():
-            m = res.model
-            ev = train.evaluate(m, val)
+    for seed in s["seeds"]:
+        trained = _train_variants(corpus, variants, seed, {k: s[k] for k in _TRAIN_KEYS}, progress)
+        for vname, res in trained.items():
+            ev = train.evaluate(res.model, val)
             row = dict(variant=vname, seed=seed, loss=res.settings["loss"], xent=ev["xent"], quad=ev["quad"],
                        seconds=res.seconds)
             for name, (a, ya, b, yb) in probe_data.items():
-                short = name.split("-")[0]
-                fa, fb = m.features(a, kinds=("f", "Phi_p")), m.features(b, kinds=("f", "Phi_p"))
+                fa, fb = (res.model.features(x, kinds=("f", "Phi_p")) for x in (a, b))
                 for k in ("f", "Phi_p"):
-                    row[f"{short}_{k}"] = _probe(fa[k], ya, fb[k], yb, seed)
+                    row[f"{name.split('-')[0]}_{k}"] = _probe(fa[k], ya, fb[k], yb, seed)
             rows.append(row)
     info = dict(n_sequences=len(corpus), n_tokens=corpus.n_tokens, n_val_tokens=val.n_tokens,
-                vocab_size=len(tok), block=block)
-    return dict(rows=rows, corpus=info, tokenizer=tok)
+                vocab_size=len(tok), block=s["block"])
+    return _frame(rows, s, corpus=info, chance=chance)
 
 
-def summarise(rows, metrics, by: str = "variant") -> list:
+def summarise(rows, metrics, by: str = "variant"):
     """Mean and standard deviation (ddof=1; 0 for one seed) of ``metrics`` over the rows of each
-    value of ``by`` (in first-seen order): a list of dicts ``{by: value, "n": count, m: mean, m + "_sd": sd}``."""
-    rows = list(rows)
-    if not rows:
+    value of ``by`` (in first-seen order): a DataFrame with columns ``by``, ``n``, and ``m`` and
+    ``m + "_sd"`` for each metric (the ``attrs`` of ``rows`` are kept)."""
+    import pandas as pd
+
+    df = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
+    if df.empty:
         raise ValueError("rows is empty; run a study first.")
-    missing = [m for m in list(metrics) + [by] if m not in rows[0]]
+    metrics = list(metrics)
+    missing = [m for m in metrics + [by] if m not in df.columns]
     if missing:
-        raise ValueError(f"rows have no column(s) {missing}; available: {sorted(rows[0])}.")
-    out = []
-    for key in dict.fromkeys(r[by] for r in rows):
-        group = [r for r in rows if r[by] == key]
-        entry = {by: key, "n": len(group)}
-        for m in metrics:
-            x = np.asarray([r[m] for r in group], dtype=float)
-            entry[m] = float(x.mean())
-            entry[m + "_sd"] = float(x.std(ddof=1)) if len(x) > 1 else 0.0
-        out.append(entry)
+        raise ValueError(f"rows have no column(s) {missing}; available: {sorted(df.columns)}.")
+    g = df.groupby(by, sort=False)[metrics]
+    out = g.mean().join(g.std(ddof=1).fillna(0.0).add_suffix("_sd"))
+    out.insert(0, "n", g.size())
+    out = out[["n"] + [c for m in metrics for c in (m, m + "_sd")]].reset_index()
+    out.attrs.update(df.attrs)
     return out
-
-
-def plot_probes(summary, metrics, labels=None, ax=None, reference=None):
-    """Grouped bar chart of probe accuracies (mean ± sd over seeds) per variant; ``reference``:
-    optional dict {label: value} drawn as horizontal lines (e.g. the Bayes accuracy)."""
-    import matplotlib.pyplot as plt
-
-    if ax is None:
-        _, ax = plt.subplots(figsize=(7, 3.2))
-    labels = list(metrics) if labels is None else list(labels)
-    width = 0.8 / len(metrics)
-    x = np.arange(len(summary))
-    for j, (m, lab) in enumerate(zip(metrics, labels)):
-        ax.bar(x + (j - (len(metrics) - 1) / 2) * width, [s[m] for s in summary], width,
-               yerr=[s[m + "_sd"] for s in summary], capsize=3, label=lab)
-    for lab, val in (reference or {}).items():
-        ax.axhline(val, color="k", ls="--", lw=1)
-        ax.text(len(summary) - 0.5, val, f" {lab}", va="bottom", ha="right", fontsize=8)
-    ax.set_xticks(x)
-    ax.set_xticklabels([s["variant"] for s in summary], fontsize=8)
-    ax.set_ylabel("probe test accuracy")
-    ax.legend(fontsize=8, loc="lower left")
-    return ax
