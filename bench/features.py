@@ -1,4 +1,4 @@
-"""Benchmark of lmdownstream.features.extract (lmdownstream.hf) against the obvious alternatives.
+"""Benchmark of lmdownstream.features.extract (on an lmdownstream.hf.HFLM) against the obvious alternatives.
 
     python bench/features.py [--quick] [--model smollm2] [--n 256]
 
@@ -32,7 +32,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from lmdownstream import hf, probes, tasks  # noqa: E402
+from lmdownstream import features, hf, probes, tasks  # noqa: E402
 
 PROMPT = " The sentiment is"
 
@@ -68,17 +68,16 @@ def matmul_rate(n=2048, reps=8):
 
 def memory_child(n):
     """Run in a fresh process: peak extra RSS of the Phi p_f stage on n random feature rows."""
-    from types import SimpleNamespace
-
-    from safetensors import safe_open
-
-    folder = hf._smollm2_folder()
-    with safe_open(str(folder / "model.safetensors"), framework="pt") as fh:
-        W = fh.get_tensor("model.embed_tokens.weight").clone()  # (V, d): only Phi, in memory
-    lm = SimpleNamespace(Phi=W.T, bias=None, d=W.shape[1], V=W.shape[0], device=torch.device("cpu"))
+    lm = hf.load_lm("smollm2", device="cpu")
     rng = np.random.default_rng(0)
     F = (rng.standard_normal((n, lm.d)) * 2).astype(np.float32)
-    hf._derived(lm, F[:8], ("Phi_p",), None, chunk_size=4096)  # warm up (allocator, BLAS buffers)
+
+    def phi_p(F):  # as features.extract does it: blocks of 256 rows, softmax streamed over V
+        with torch.inference_mode():
+            return np.concatenate([features.conditional_mean(torch.as_tensor(F[a:a + 256]), lm.Phi, lm.bias,
+                                                             chunk_size=4096).numpy() for a in range(0, len(F), 256)])
+
+    phi_p(F[:8])  # warm up (allocator, BLAS buffers)
     import threading
 
     page = os.sysconf("SC_PAGE_SIZE")
@@ -97,12 +96,12 @@ def memory_child(n):
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     t = time.perf_counter()
-    out = hf._derived(lm, F, ("Phi_p",), None, chunk_size=4096)
+    out = phi_p(F)
     seconds = time.perf_counter() - t
     done.set()
     sampler.join()
     after = max(peak[0], rss())
-    print(json.dumps(dict(n=n, extra=after - before, outputs=out["Phi_p"].nbytes, naive=n * lm.V * 4,
+    print(json.dumps(dict(n=n, extra=after - before, outputs=out.nbytes, naive=n * lm.V * 4,
                           seconds=seconds)))
 
 
@@ -130,7 +129,7 @@ def main():
     F0, M0 = naive(lm, texts, PROMPT)
     t_naive = time.perf_counter() - t
     t = time.perf_counter()
-    out = hf.extract(lm, texts, kinds=("f", "Phi_p"), prompt=PROMPT, cache=False, progress=False)
+    out = features.extract(lm, texts, kinds=("f", "Phi_p"), prompt=PROMPT, cache=False, progress=False)
     t_fast = time.perf_counter() - t
     err = max(np.abs(out["f"] - F0).max(), np.abs(out["Phi_p"] - M0).max())
     print(f"\n[1] throughput, {n} texts ({n_tokens} tokens), float32")
@@ -154,9 +153,9 @@ def main():
     # 3. bfloat16 vs float32 -----------------------------------------------------------------
     n_probe = 120 if args.quick else 400
     lm16 = hf.load_lm(args.model, device="cpu", dtype=torch.bfloat16)
-    hf.extract(lm16, texts[:4], kinds=("f",), prompt=PROMPT, cache=False, progress=False)  # warm up
+    features.extract(lm16, texts[:4], kinds=("f",), prompt=PROMPT, cache=False, progress=False)  # warm up
     t = time.perf_counter()
-    hf.extract(lm16, texts, kinds=("f", "Phi_p"), prompt=PROMPT, cache=False, progress=False)
+    features.extract(lm16, texts, kinds=("f", "Phi_p"), prompt=PROMPT, cache=False, progress=False)
     t_bf16 = time.perf_counter() - t
     print(f"\n[3] bfloat16 weights: {n / t_bf16:.2f} texts/s, {t_fast / t_bf16:.2f}x float32 (target >= 2x "
           "with bf16 matrix units)")
@@ -164,7 +163,7 @@ def main():
     te = tasks.load_dataset("tweet-sentiment", "test", n=n_probe, seed=0)
     accs = {}
     for label, model in (("float32", lm), ("bfloat16", lm16)):
-        X = hf.extract(model, list(tr["text"]) + list(te["text"]), kinds=("f",), prompt=PROMPT, cache=True,
+        X = features.extract(model, list(tr["text"]) + list(te["text"]), kinds=("f",), prompt=PROMPT, cache=True,
                        progress=False)["f"]
         probe = probes.probe_cv(X[:n_probe], np.asarray(tr["label"]), Cs=np.logspace(-6, 3, 10))
         accs[label] = probe.score(X[n_probe:], np.asarray(te["label"]))

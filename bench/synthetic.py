@@ -11,8 +11,8 @@ linearly to 100,000 (its cost is linear in n).
 
 BLAS threads matter: the forward step is a small (2,048 x 32) x (32 x 32) product, and a
 multi-threaded OpenBLAS on an oversubscribed machine can spend far longer synchronising threads
-than computing. The vectorised time is reported with the default BLAS threads and, when
-threadpoolctl is installed, with BLAS limited to one thread; best of 2 runs each. The machine's
+than computing. The vectorised time is reported with the default BLAS threads and with BLAS
+limited to one thread (``config.threads(1)``); best of 2 runs each. The machine's
 load average is printed, since other processes change the first number a lot.
 
 Run: ``python bench/synthetic.py``
@@ -23,6 +23,7 @@ import time
 
 import numpy as np
 
+from lmdownstream import config
 from lmdownstream.synthetic import HMMLanguage
 
 N, LENGTH, STATES, VOCAB, CHUNK, SUBSAMPLE = 100_000, 20, 32, 1_000, 10_000, 1_000
@@ -56,12 +57,8 @@ def main():
           f"{os.getloadavg()[0]:.1f}")
     hmm.next_word_dist(X[:100])  # warm-up
 
-    try:
-        from threadpoolctl import threadpool_limits
-        settings = [("default BLAS threads", contextlib.nullcontext()),
-                    ("BLAS limited to 1 thread", threadpool_limits(limits=1, user_api="blas"))]
-    except ImportError:
-        settings = [("default BLAS threads", contextlib.nullcontext())]
+    settings = [("default BLAS threads", contextlib.nullcontext()),
+                ("BLAS limited to 1 thread", config.threads(1, torch_threads=False))]
     times = {}
     for name, ctx in settings:
         with ctx:

@@ -1,6 +1,6 @@
 """Benchmark: one training step of a small transformer LM with cross-entropy, with Quad through the
 d x d Gram matrix (lmdownstream.train.batch_loss), and with Quad through the V logits (the obvious way:
-``0.5 * (logits ** 2).sum() - logits[target]``, as ``losses.quad_loss`` writes it).
+``0.5 * (logits ** 2).sum() - logits[target]``; ``losses.quad_loss`` uses the Gram matrix instead).
 
     .venv/bin/python bench/train.py            # V = 2,000 and V = 50,257 (GPT-2's vocabulary)
     .venv/bin/python bench/train.py --quick    # V = 2,000 only, fewer steps
@@ -20,7 +20,7 @@ from lmdownstream import train
 def quad_via_logits(model, ids):
     """The Quad loss through the (tokens x V) logits: the obvious implementation."""
     inp, tgt = ids[:, :-1], ids[:, 1:]
-    f = model.hidden(inp).reshape(-1, model.d)
+    f = model.hidden_states(inp, positions="all").reshape(-1, model.d)
     w = tgt.reshape(-1)
     logits = f @ model.Phi
     return (0.5 * (logits * logits).sum(1) - logits.gather(1, w[:, None])[:, 0]).mean()

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from . import config
-from ._checks import check_int
+from ._checks import as_tensor, check_int
 
 __all__ = ["conditional_mean", "log_partition", "next_word_probs", "subset_logits", "KINDS", "pad_batch",
            "batches", "hidden", "extract", "state_fingerprint", "contexts", "resolve_words", "WordSubset"]
@@ -44,38 +44,16 @@ _EXTRACT_VERSION = 2  # bump when extraction changes, to invalidate old cache en
 def _inputs(theta, Phi, bias):
     """theta (n, d), Phi (d, V), bias (V,) or None as tensors; returns (..., numpy_out, squeeze)."""
     numpy_out = not any(isinstance(x, torch.Tensor) for x in (theta, Phi, bias))
-    ts = []
-    for x, name in ((theta, "theta"), (Phi, "Phi"), (bias, "bias")):
-        if x is None:
-            ts.append(None)
-            continue
-        if not isinstance(x, torch.Tensor):
-            arr = np.asarray(x)
-            if arr.dtype.kind not in "biuf":
-                raise ValueError(f"{name} must be a numeric array, got dtype {arr.dtype}.")
-            x = torch.as_tensor(arr)
-        if not torch.is_floating_point(x):
-            x = x.double()
-        ts.append(x)
-    theta, Phi, bias = ts
+    theta, Phi = as_tensor(theta, "theta", ndim=(1, 2)), as_tensor(Phi, "Phi", ndim=2)
+    bias = None if bias is None else as_tensor(bias, "bias", ndim=1)
     squeeze = theta.ndim == 1
     if squeeze:
         theta = theta[None]
-    if theta.ndim != 2:
-        raise ValueError(f"theta must have shape (n, d) (or (d,)) but has shape {tuple(theta.shape)}.")
-    if Phi.ndim != 2 or Phi.shape[0] != theta.shape[1]:
-        raise ValueError(
-            f"Phi must have shape (d, V) with d = {theta.shape[1]} (theta's columns) but has shape "
-            f"{tuple(Phi.shape)}; transpose it if you passed (V, d)."
-        )
-    if theta.shape[0] == 0 or Phi.shape[1] == 0:
-        raise ValueError("theta and Phi must be non-empty (at least one context and one word).")
-    V = Phi.shape[1]
-    if bias is not None and tuple(bias.shape) != (V,):
-        raise ValueError(f"bias must have shape (V,) = ({V},) but has shape {tuple(bias.shape)}.")
-    for x, name in ((theta, "theta"), (Phi, "Phi"), (bias, "bias")):
-        if x is not None and not bool(torch.isfinite(x).all()):
-            raise ValueError(f"{name} has NaN or inf entries; remove them first.")
+    if Phi.shape[0] != theta.shape[1]:
+        raise ValueError(f"Phi must have shape (d, V) with d = {theta.shape[1]} (theta's columns) but has shape "
+                         f"{tuple(Phi.shape)}; transpose it if you passed (V, d).")
+    if bias is not None and bias.shape[0] != Phi.shape[1]:
+        raise ValueError(f"bias must have shape (V,) = ({Phi.shape[1]},) but has shape {tuple(bias.shape)}.")
     dtype = torch.promote_types(theta.dtype, Phi.dtype)
     if bias is not None:
         dtype = torch.promote_types(dtype, bias.dtype)

@@ -8,7 +8,7 @@ r"""Regression helpers of the book: R², log-log slopes, ridge with a validation
   validation split from :data:`RIDGE_GRID`; :func:`fit_linear_map` -- the same, as (W, w0, info);
 * :func:`fit_log_partition` (least squares) and :func:`fit_pc_quadratic` (quadratic in the top-k
   principal directions) -- quadratic models :class:`LogPartitionFit` of
-  :math:`\log Z_\theta` (result C).
+  :math:`\log Z_\theta` (result C); :func:`gaussian_log_partition` -- the Gaussian prediction of it.
 
 Numpy only; the many mid-sized BLAS calls run under ``config.threads(1)``.
 """
@@ -32,15 +32,12 @@ __all__ = [
     "LogPartitionFit",
     "fit_log_partition",
     "fit_pc_quadratic",
+    "gaussian_log_partition",
 ]
 
 #: Candidate ridge penalties (relative: per standardised column and per training point) tried on
 #: a validation split when ``ridge=None``.
 RIDGE_GRID = tuple(10.0 ** e for e in range(-8, 3))
-
-
-def _one_blas_thread():
-    return config.threads(1, torch_threads=False)
 
 
 # --------------------------------------------------------------------------- R^2 and slopes
@@ -51,19 +48,12 @@ def r2(y_true, y_pred) -> float:
 
         R^2 = 1 - \frac{\sum_{i,j} (y_{ij} - \hat y_{ij})^2}{\sum_{i,j} (y_{ij} - \bar y_j)^2}
 
-    with :math:`\bar y_j` the mean of coordinate j over the rows given (for a test set, the test
-    mean). For a 1-D target this is the usual :math:`R^2` (``sklearn.metrics.r2_score``); for a 2-D
-    one it equals ``r2_score(..., multioutput="variance_weighted")``, not the mean of the
-    per-coordinate :math:`R^2`. 1 is perfect, 0 is no better than the per-coordinate mean, and it
-    is negative (without bound) for worse predictions.
+    with :math:`\bar y_j` the mean of coordinate j over the rows given. 1-D: the usual
+    ``sklearn.metrics.r2_score``; 2-D: ``r2_score(..., multioutput="variance_weighted")``, not the
+    mean of the per-coordinate :math:`R^2`. Negative (without bound) for predictions worse than the mean.
 
-    Parameters
-    ----------
-    y_true, y_pred : (n,) or (n, m) arrays of the same shape, n >= 2.
-
-    Returns
-    -------
-    float (-inf if the targets are constant and the prediction misses them; 1.0 if it hits them).
+    y_true, y_pred : (n,) or (n, m), the same shape, n >= 2. Returns a float (for constant
+    targets: 1.0 if the prediction hits them, -inf if not).
     """
     y = as_array(y_true, "y_true", ndim=(1, 2))
     p = as_array(y_pred, "y_pred", ndim=(1, 2))
@@ -81,19 +71,11 @@ def r2(y_true, y_pred) -> float:
 def loglog_slope(x, y, where=None, drop_nonpositive: bool = False) -> float:
     r"""Least-squares slope a of :math:`\log y \approx a \log x + c` (``np.polyfit`` of degree 1).
 
-    The rate of a power law :math:`y \propto x^a`: e.g. ``loglog_slope(eps, loss - tau)`` is 1/2 on
-    the bound's line :math:`\tau + \sqrt{2B^2\varepsilon}`.
+    The rate of a power law :math:`y \propto x^a`: ``loglog_slope(eps, bound - tau)`` is 1/2.
 
-    Parameters
-    ----------
-    x, y : (n,) arrays.
-    where : optional (n,) bool mask: use only these points (e.g. ``eps <= 1e-2``).
-    drop_nonpositive : skip the (selected) points with x <= 0 or y <= 0 (e.g. a model already at
-        least as good as tau); by default they raise, since they have no logarithm.
-
-    Returns
-    -------
-    float. Raises ValueError if fewer than 2 points remain, or they all share one x.
+    x, y : (n,); where : optional (n,) bool mask of the points to use (e.g. ``eps <= 1e-2``);
+    drop_nonpositive : skip points with x <= 0 or y <= 0 (e.g. a model at least as good as tau)
+    instead of raising. Returns a float; ValueError if fewer than 2 points with distinct x remain.
     """
     x = as_array(x, "x", ndim=1)
     y = as_array(y, "y", ndim=1)
@@ -121,15 +103,10 @@ def loglog_slope(x, y, where=None, drop_nonpositive: bool = False) -> float:
 
 # --------------------------------------------------------------------------- ridge regression
 def split_indices(n: int, fraction: float, seed=0, groups=None):
-    r"""A seeded split of ``range(n)`` into (kept, held) with about ``fraction`` of the rows held.
+    r"""A seeded split of ``range(n)`` into sorted index arrays (kept, held), ``fraction`` held.
 
-    With ``groups`` ((n,) labels, e.g. the text of each context) whole groups are held out: groups
-    are shuffled and taken until the held rows reach ``fraction * n`` (at least one group held,
-    at least one kept).
-
-    Returns
-    -------
-    (kept, held): sorted int arrays of row indices.
+    With ``groups`` ((n,) labels, e.g. the text of each context) whole groups are held out,
+    shuffled and taken until the held rows reach ``fraction * n`` (at least one group each side).
     """
     n = check_int(n, "n")
     fraction = check_fraction(fraction, "fraction", open_low=True, open_high=True)
@@ -238,36 +215,24 @@ def _check_ridge(ridge):
 def ridge_fit(X, Y, ridge=None, val_fraction: float = 0.2, seed=0, groups=None) -> RidgeFit:
     r"""Ridge regression :math:`Y \approx X W + w_0` with an unpenalised intercept, all outputs at once.
 
-    Columns of X are standardised on the fitting rows (constant columns left unscaled) and the
-    penalty is ``ridge * n`` on the standardised coefficients: the same as
-    ``make_pipeline(StandardScaler(), Ridge(alpha=ridge * n))``; ``ridge=0`` is least squares
-    (minimum norm). ``ridge=None`` picks it from :data:`RIDGE_GRID` by the pooled squared error on a
-    validation split of ``val_fraction`` of the rows (:func:`split_indices`, kept by group if
-    ``groups`` is given), then refits on all rows.
+    Columns of X are standardised on the fitting rows and the penalty is ``ridge * n`` on the
+    standardised coefficients: ``make_pipeline(StandardScaler(), Ridge(alpha=ridge * n))``;
+    ``ridge=0`` is least squares (minimum norm). ``ridge=None`` picks it from :data:`RIDGE_GRID` by
+    the pooled squared error on a validation split of ``val_fraction`` of the rows
+    (:func:`split_indices` with ``seed`` and ``groups``), then refits on all rows.
 
-    Parameters
-    ----------
-    X : (n, p); Y : (n,) or (n, m).
-    ridge : None or a number >= 0 (relative penalty).
-    val_fraction : in (0, 1), used when ``ridge=None``; seed : seed of that split.
-    groups : optional (n,) group labels for the split.
-
-    Returns
-    -------
-    :class:`RidgeFit` (coef (p,) or (p, m), intercept, ridge, val_r2, predict).
+    X : (n, p); Y : (n,) or (n, m). Returns a :class:`RidgeFit`.
     """
     X, Y = _check_xy(X, Y)
     val_fraction = check_fraction(val_fraction, "val_fraction", open_low=True, open_high=True)
-    with _one_blas_thread():
+    with config.threads(1, torch_threads=False):
         return _ridge(X, Y, _check_ridge(ridge), val_fraction, seed, groups)
 
 
 def fit_linear_map(X, Y, ridge=None, val_fraction: float = 0.2, seed=0, groups=None):
     r"""The affine map :math:`Y \approx X W + w_0` of :func:`ridge_fit` (e.g. :math:`\Phi p_f \approx W f + w_0`).
 
-    Returns
-    -------
-    (W (d, m) or (d,), w0 (m,) or float, info dict with ``ridge`` and ``val_r2``).
+    Returns (W (d, m) or (d,), w0 (m,) or float, info dict with ``ridge`` and ``val_r2``).
     """
     fit = ridge_fit(X, Y, ridge=ridge, val_fraction=val_fraction, seed=seed, groups=groups)
     return fit.coef, fit.intercept, dict(ridge=fit.ridge, val_r2=fit.val_r2)
@@ -353,15 +318,9 @@ def fit_log_partition(theta, log_Z, ridge: float = 0.0, weights=None) -> LogPart
     minimum-norm solution when there are fewer points than unknowns); a quadratic is recovered
     exactly from :math:`n \ge (d+1)(d+2)/2` points in general position.
 
-    Parameters
-    ----------
-    theta : (n, d) points; log_Z : (n,) :math:`\log Z_\theta` there.
-    ridge : >= 0, the penalty :math:`\rho` (in units of the weighted mean squared error).
-    weights : (n,) non-negative point weights, normalised to sum to 1 (``None``: uniform).
-
-    Returns
-    -------
-    :class:`LogPartitionFit`; ``fit.r2(theta_test, log_Z_test)`` is the held-out :math:`R^2`.
+    theta : (n, d) points; log_Z : (n,) :math:`\log Z_\theta` there; ridge : >= 0, :math:`\rho` (in
+    units of the weighted mean squared error); weights : (n,) >= 0, normalised (``None``: uniform).
+    Returns a :class:`LogPartitionFit`; ``fit.r2(theta_test, log_Z_test)`` is the held-out :math:`R^2`.
     """
     theta = as_array(theta, "theta", ndim=2)
     y = as_array(log_Z, "log_Z", ndim=1)
@@ -395,16 +354,10 @@ def fit_pc_quadratic(theta, y, k: int = 16, ridge=None, val_fraction: float = 0.
     The result is in :math:`\theta` coordinates: :math:`A = U_k A_k U_k^\top` (rank <= k),
     :math:`b = w - A m`, :math:`c = c_0 + \tfrac12 m^\top A m - w^\top m`.
 
-    Parameters
-    ----------
-    theta : (n, d) training points; y : (n,) values (e.g. :math:`\log Z_\theta`).
-    k : int, 0 <= k <= min(d, n - 1).
-    ridge, val_fraction, seed, groups : as in :func:`ridge_fit`.
-
-    Returns
-    -------
-    (fit, info): :class:`LogPartitionFit` and a dict with ``ridge`` (used), ``val_r2`` (NaN for a
-    fixed ridge), ``k``, ``n_params``.
+    theta : (n, d) training points; y : (n,) values (e.g. :math:`\log Z_\theta`); k : int,
+    0 <= k <= min(d, n - 1); ridge, val_fraction, seed, groups : as in :func:`ridge_fit`.
+    Returns (fit, info): a :class:`LogPartitionFit` and a dict with ``ridge`` (used), ``val_r2``
+    (NaN for a fixed ridge), ``k``, ``n_params``.
     """
     theta = as_array(theta, "theta", ndim=2)
     n, d = theta.shape
@@ -416,7 +369,7 @@ def fit_pc_quadratic(theta, y, k: int = 16, ridge=None, val_fraction: float = 0.
         raise ValueError(f"k={k} must be <= min(d, n - 1) = {min(d, n - 1)} (d={d}, n={n}); lower k.")
     ridge = _check_ridge(ridge)
     val_fraction = check_fraction(val_fraction, "val_fraction", open_low=True, open_high=True)
-    with _one_blas_thread():  # many mid-sized BLAS calls: much faster on one thread on a busy machine
+    with config.threads(1, torch_threads=False):  # many mid-sized BLAS calls: faster on one thread
         m = theta.mean(axis=0)
         tc = theta - m
         U = np.linalg.eigh(tc.T @ tc)[1][:, ::-1][:, :k]
@@ -429,3 +382,22 @@ def fit_pc_quadratic(theta, y, k: int = 16, ridge=None, val_fraction: float = 0.
     Am = A @ m
     fit = LogPartitionFit(A=A, b=w - Am, c=float(res.intercept + 0.5 * m @ Am - w @ m))
     return fit, dict(ridge=res.ridge, val_r2=res.val_r2, k=k, n_params=nq + d + 1)
+
+
+def gaussian_log_partition(theta, mu, Sigma, vocab_size: int) -> np.ndarray:
+    r"""The Gaussian prediction :math:`\log V + \theta^\top\mu + \tfrac12\theta^\top\Sigma\theta` of :math:`\log Z_\theta`.
+
+    It is the log of :math:`V\,\mathbb{E}_{\phi\sim N(\mu,\Sigma)} e^{\theta^\top\phi}`: exact in
+    expectation inside the log, and close to :math:`\log Z_\theta` when the V terms of the sum
+    average well, i.e. when no handful of words dominates it (:math:`\theta^\top\Sigma\theta \ll \log V`).
+
+    theta : (n, d); mu : (d,); Sigma : (d, d); vocab_size : int V >= 1. Returns (n,).
+    """
+    theta = as_array(theta, "theta", ndim=2)
+    mu = as_array(mu, "mu", ndim=1)
+    Sigma = as_array(Sigma, "Sigma", ndim=2)
+    d = theta.shape[1]
+    if mu.shape != (d,) or Sigma.shape != (d, d):
+        raise ValueError(f"mu must be ({d},) and Sigma ({d}, {d}) for theta with d={d}; got {mu.shape}, {Sigma.shape}.")
+    V = check_int(vocab_size, "vocab_size")
+    return np.log(V) + theta @ mu + 0.5 * np.einsum("ni,ij,nj->n", theta, Sigma, theta)

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from . import config, losses
-from .features import state_fingerprint
+from .features import pad_batch, state_fingerprint
 from ._checks import as_array, as_tensor, check_choice, check_distributions, check_int, check_positive, check_weights
 
 __all__ = ["SoftmaxLM", "TableLM", "optimal_f", "quad_optimal_f", "load_lm"]
@@ -113,34 +113,9 @@ def _bisect(excess_at, target, lo_hi, rtol, max_iter):
 
 
 # --------------------------------------------------------------------------- optimal features
-def optimal_f(Phi, p_star, tol: float = 1e-12, max_iter: int = 100) -> np.ndarray:
-    r"""Best features for a fixed :math:`\Phi` under cross-entropy, one context per row:
-    :math:`\Phi p_{\theta^*_s} = \Phi p^*(\cdot|s)`. The book's name for
-    :func:`lmdownstream.losses.xent_optimum` (damped Newton, float64; a RuntimeWarning when
-    :math:`\Phi p^*` lies on the boundary of the convex hull of Phi's columns).
-
-    Parameters
-    ----------
-    Phi : (d, V); p_star : (n, V); tol : > 0 per-context gap (nats); max_iter : Newton cap.
-
-    Returns
-    -------
-    (n, d) float64 array.
-    """
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        theta = losses.xent_optimum(as_array(Phi, "Phi", ndim=2), as_array(p_star, "p_star"), tol=tol,
-                                    max_iter=max_iter)
-    for w in caught:
-        warnings.warn(str(w.message).replace("xent_optimum", "optimal_f"), w.category, stacklevel=2)
-    return theta
-
-
-def quad_optimal_f(Phi, p_star) -> np.ndarray:
-    r"""Minimiser of the Quad loss for a fixed :math:`\Phi`: :math:`\theta^*_s = (\Phi\Phi^\top)^{-1}\Phi p^*(\cdot|s)`
-    (:func:`lmdownstream.losses.quad_optimum`: least squares, the minimum-norm solution if
-    :math:`\Phi\Phi^\top` is singular). Phi : (d, V); p_star : (n, V). Returns (n, d) float64."""
-    return losses.quad_optimum(as_array(Phi, "Phi", ndim=2), as_array(p_star, "p_star"))
+#: The book's names for the best features of a fixed Phi (one implementation, in :mod:`lmdownstream.losses`).
+optimal_f = losses.xent_optimum
+quad_optimal_f = losses.quad_optimum
 
 
 # --------------------------------------------------------------------------- the table LM
@@ -228,11 +203,8 @@ class TableLM(nn.Module):
     def hidden_states(self, ids, positions="last") -> torch.Tensor:
         """f of a batch of context-id sequences: (B, d) for ``"last"``, (B, T, d) for ``"all"``."""
         check_choice(positions, "positions", ("last", "all"))
-        x = torch.as_tensor(ids if isinstance(ids, torch.Tensor) else
-                            [list(r) + [-1] * (max(map(len, ids)) - len(r)) for r in ids]).long().to(self.f.device)
-        if positions == "all":
-            return self.f[x.clamp_min(0)]
-        return self.f[x.gather(1, ((x >= 0).sum(1, keepdim=True) - 1))[:, 0]]
+        x, _, lengths = pad_batch(ids, self.f.device)
+        return self.f[x] if positions == "all" else self.f[x[torch.arange(len(x)), lengths - 1]]
 
     def fingerprint(self) -> str:
         """Hash of f and Phi (the cache key of :func:`lmdownstream.features.extract`)."""
@@ -275,16 +247,7 @@ class TableLM(nn.Module):
     def _optimum(self, P, loss):
         """theta* (n, d) for the current Phi, float64 on the CPU (:mod:`lmdownstream.losses`)."""
         P64, Phi64 = P.detach().cpu().double(), self.Phi.detach().cpu().double()
-        if loss == "quad":
-            return losses.quad_optimum(Phi64, P64)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            theta = losses.xent_optimum(Phi64, P64)
-        if caught:
-            warnings.warn("the best features for this Phi were not found to full precision for some contexts "
-                          "(Phi p* near the boundary of the hull of Phi's columns); the excess relative to Phi "
-                          "may be slightly off.", RuntimeWarning, stacklevel=4)
-        return theta
+        return (losses.xent_optimum if loss == "xent" else losses.quad_optimum)(Phi64, P64)
 
     def _baseline(self, P, loss, relative_to):
         """Per-context minimum (n,) that the excess is measured against."""

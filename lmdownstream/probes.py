@@ -454,15 +454,9 @@ class LogisticProbeCV(LogisticProbe):
 
     def __init__(self, Cs=10, *, cv=5, fit_intercept=True, max_iter=100, tol=1e-4, device=None,
                  dtype="float32", random_state=0, progress=False):
-        self.Cs = Cs
-        self.cv = cv
-        self.fit_intercept = fit_intercept
-        self.max_iter = max_iter
-        self.tol = tol
-        self.device = device
-        self.dtype = dtype
-        self.random_state = random_state
-        self.progress = progress
+        self.Cs, self.cv, self.random_state, self.progress = Cs, cv, random_state, progress
+        self.fit_intercept, self.max_iter, self.tol = fit_intercept, max_iter, tol
+        self.device, self.dtype = device, dtype
 
     def _splits(self, codes, classes):
         """Boolean masks ``train`` and ``test`` (n, k) of the k cross-validation splits."""

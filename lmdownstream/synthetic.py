@@ -22,32 +22,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._checks import as_array, check_distributions, check_positive
+from ._checks import as_array, check_distributions, check_fraction, check_int, check_nonnegative, check_positive
+from .losses import entropy
 
-__all__ = ["ContextLanguage", "HMMLanguage"]
+__all__ = ["ContextLanguage", "HMMLanguage", "topic_language", "gaussian_embeddings", "planted_phi"]
 
 _BLOCK = 2048  # prefixes per forward-pass block in HMMLanguage (keeps (block, S) arrays in cache)
 
 
 # ----------------------------------------------------------------------------- helpers
-def _check_int(x, name: str, low: int = 1) -> int:
-    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, np.integer)):
-        raise ValueError(f"{name} must be an int >= {low}, got {x!r}; pass int({name}).")
-    if x < low:
-        raise ValueError(f"{name} must be >= {low}, got {x}; pass a larger {name}.")
-    return int(x)
-
-
-def _check_fraction(x, name: str) -> float:
-    try:
-        x = float(x)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number in [0, 1], got {x!r}.") from None
-    if not 0.0 <= x <= 1.0:
-        raise ValueError(f"{name} must be in [0, 1], got {x}; pass a probability.")
-    return x
-
-
 def _check_ids(x, name: str, high: int, what: str, ndim=1, allow_empty_rows: bool = False) -> np.ndarray:
     """Integer ids in ``0..high-1`` as int64; ``what`` names the id (e.g. 'word' or 'context')."""
     if hasattr(x, "detach"):
@@ -75,13 +58,6 @@ def _check_ids(x, name: str, high: int, what: str, ndim=1, allow_empty_rows: boo
 def _rows(P, name: str) -> np.ndarray:
     P = check_distributions(P, name)
     return P / P.sum(axis=-1, keepdims=True)
-
-
-def _entropy(P: np.ndarray) -> np.ndarray:
-    """Row entropies :math:`-\\sum_w p_w \\log p_w` in nats, with :math:`0 \\log 0 = 0`; (n, V) -> (n,)."""
-    logP = np.zeros_like(P)
-    np.log(P, out=logP, where=P > 0)
-    return -np.einsum("nv,nv->n", P, logP)
 
 
 def _draw(cdf: np.ndarray, rows: np.ndarray, rng) -> np.ndarray:
@@ -113,7 +89,7 @@ def _planted_rows(rng, labels, vocab_size, label_strength, words_per_class, alph
     K = int(labels.max()) + 1
     V = vocab_size
     k = words_per_class if words_per_class is not None else max(1, V // (4 * K))
-    k = _check_int(k, "words_per_class")
+    k = check_int(k, "words_per_class")
     if K * k > V:
         raise ValueError(f"{K} classes x {k} words_per_class = {K * k} indicative words but vocab_size "
                          f"is {V}; lower words_per_class or raise vocab_size.")
@@ -198,12 +174,12 @@ class ContextLanguage:
         0.8             0.37       0.02-0.03  1.00
         ==============  =========  =========  =============
         """
-        n = _check_int(n_contexts, "n_contexts")
-        V = _check_int(vocab_size, "vocab_size")
-        K = _check_int(n_classes, "n_classes", low=2)
+        n = check_int(n_contexts, "n_contexts")
+        V = check_int(vocab_size, "vocab_size")
+        K = check_int(n_classes, "n_classes", low=2)
         if n < K:
             raise ValueError(f"n_contexts={n} is smaller than n_classes={K}; pass n_contexts >= n_classes.")
-        m = _check_fraction(label_strength, "label_strength")
+        m = check_fraction(label_strength, "label_strength")
         rng = np.random.default_rng(seed)
         y = _balanced_labels(rng, n, K)
         P, indicative = _planted_rows(rng, y, V, m, words_per_class, check_positive(alpha, "alpha"))
@@ -213,7 +189,7 @@ class ContextLanguage:
 
     def sample_contexts(self, n: int, seed=None) -> np.ndarray:
         """n context ids drawn i.i.d. from :math:`p_L`; int64 (n,)."""
-        n = _check_int(n, "n")
+        n = check_int(n, "n")
         rng = np.random.default_rng(seed)
         return _draw(_cdf(self.p_context[None]), np.zeros(n, dtype=np.int64), rng)
 
@@ -221,8 +197,8 @@ class ContextLanguage:
         r"""n rows of int64 (n, length): column 0 is a context id :math:`s \sim p_L`, columns 1..length-1
         are i.i.d. next words :math:`w \sim p^*(\cdot|s)` (each a fresh draw given the same s, *not* a
         continuation of a text). ``length=2`` gives the (s, w) pairs of the cross-entropy."""
-        n = _check_int(n, "n")
-        length = _check_int(length, "length")
+        n = check_int(n, "n")
+        length = check_int(length, "length")
         rng = np.random.default_rng(seed)
         out = np.empty((n, length), dtype=np.int64)
         out[:, 0] = _draw(_cdf(self.p_context[None]), np.zeros(n, dtype=np.int64), rng)
@@ -260,7 +236,27 @@ class ContextLanguage:
                              "pass one weight per context.")
         if np.any(w < 0) or w.sum() <= 0:
             raise ValueError("weights must be non-negative with a positive sum.")
-        return float(np.dot(w / w.sum(), _entropy(self.p_next[s])))
+        return float(np.dot(w / w.sum(), entropy(self.p_next[s])))
+
+    def word_direction(self, plus, minus=()) -> np.ndarray:
+        r"""The word-space classifier :math:`u = \mathbf 1_{W_{\text{plus}}} - \mathbf 1_{W_{\text{minus}}}` (V,).
+
+        ``plus``, ``minus`` : sequences of classes (of :meth:`random`); :math:`W_c` are the indicative
+        words of class c. E.g. ``word_direction([1], [0])`` reads off a planted binary label, and
+        ``word_direction([1, 3], [0, 2])`` the label "odd class" of four classes.
+        """
+        if self.indicative_words is None:
+            raise ValueError("this language has no indicative words; build it with ContextLanguage.random.")
+        K = self.indicative_words.shape[0]
+        plus = [check_int(c, "a class in plus", low=0, high=K - 1) for c in np.atleast_1d(plus)]
+        minus = [check_int(c, "a class in minus", low=0, high=K - 1) for c in np.atleast_1d(minus)]
+        if set(plus) & set(minus):
+            raise ValueError(f"classes {sorted(set(plus) & set(minus))} are in both plus and minus; pass disjoint classes.")
+        u = np.zeros(self.vocab_size)
+        u[self.indicative_words[plus].ravel()] = 1.0
+        if minus:
+            u[self.indicative_words[minus].ravel()] = -1.0
+        return u
 
     def natural_task(self):
         """The planted task: (contexts (n_contexts,) = 0..n-1, y (n_contexts,) = labels, weights :math:`p_L`)."""
@@ -324,13 +320,13 @@ class HMMLanguage:
         text :math:`q_z` plus, with weight :math:`\lambda_z` of mean ``label_strength``, the indicative words of
         the state's label), so the words reveal the label. :math:`\pi_0 \sim \mathrm{Dir}(\mathbf 1)`.
         """
-        S = _check_int(n_states, "n_states")
-        V = _check_int(vocab_size, "vocab_size")
-        K = _check_int(n_labels, "n_labels", low=2)
+        S = check_int(n_states, "n_states")
+        V = check_int(vocab_size, "vocab_size")
+        K = check_int(n_labels, "n_labels", low=2)
         if S < K:
             raise ValueError(f"n_states={S} is smaller than n_labels={K}; pass n_states >= n_labels.")
-        stick = _check_fraction(stickiness, "stickiness")
-        m = _check_fraction(label_strength, "label_strength")
+        stick = check_fraction(stickiness, "stickiness")
+        m = check_fraction(label_strength, "label_strength")
         rng = np.random.default_rng(seed)
         g = _balanced_labels(rng, S, K)
         same = g[:, None] == g[None, :]
@@ -345,8 +341,8 @@ class HMMLanguage:
     def sample(self, n: int, length: int, seed=None, return_states: bool = False):
         """n texts of ``length`` words, int64 (n, length); with ``return_states`` also the hidden
         states (n, length) that emitted them. Vectorised over n, a loop over time."""
-        n = _check_int(n, "n")
-        length = _check_int(length, "length")
+        n = check_int(n, "n")
+        length = check_int(length, "length")
         rng = np.random.default_rng(seed)
         A_cdf, E_cdf = _cdf(self.transition), _cdf(self.emission)
         z = np.empty((n, length), dtype=np.int64)
@@ -409,13 +405,102 @@ class HMMLanguage:
 
     def optimal_xent(self, prefixes) -> float:
         r"""Exact :math:`\ell^*_{xent}` on the given prefixes: :math:`\frac1n \sum_i H(p^*(\cdot|\text{prefix}_i))` in nats."""
-        return float(np.mean(_entropy(self.next_word_dist(prefixes))))
+        return float(np.mean(entropy(self.next_word_dist(prefixes))))
 
     def natural_task(self, n: int, length: int, seed=None):
         """The planted task: (prefixes (n, length), y (n,)) where y is the label of the hidden state
         that emits the next word (position length + 1), sampled jointly with the prefix."""
         if self.state_labels is None:
             raise ValueError("this HMM has no state_labels; pass state_labels=... or use HMMLanguage.random.")
-        length = _check_int(length, "length", low=0)
+        length = check_int(length, "length", low=0)
         w, z = self.sample(n, length + 1, seed=seed, return_states=True)
         return w[:, :length], self.state_labels[z[:, length]]
+
+
+# ----------------------------------------------------------------------------- more generators
+def topic_language(n_contexts: int = 400, vocab_size: int = 60, n_topics: int = 6, noise: float = 0.1,
+                   seed=0) -> ContextLanguage:
+    r"""A language of topic mixtures: :math:`p^*(\cdot|s) = (1-\rho)\sum_k \pi_{sk} T_k + \rho\, q_s`.
+
+    Topics :math:`T_k \sim \mathrm{Dir}(0.5\cdot\mathbf 1_V)`, mixing weights
+    :math:`\pi_s \sim \mathrm{Dir}(0.3\cdot\mathbf 1_K)`, full-rank noise rows
+    :math:`q_s \sim \mathrm{Dir}(\mathbf 1_V)` with weight :math:`\rho` = ``noise``,
+    :math:`p_L \sim \mathrm{Dir}(5\cdot\mathbf 1)`. Result D's :math:`\Omega = \mathbb{E}_s p^* p^{*\top}`
+    is then close to rank K: a large gap after its K-th eigenvalue when ``noise`` is small.
+
+    Parameters
+    ----------
+    n_contexts, vocab_size : n, V; n_topics : K, 1 <= K < V; noise : rho in [0, 1); seed.
+
+    Returns
+    -------
+    :class:`ContextLanguage` without labels.
+    """
+    n, V = check_int(n_contexts, "n_contexts"), check_int(vocab_size, "vocab_size", low=2)
+    K = check_int(n_topics, "n_topics", high=V - 1)
+    noise = check_fraction(noise, "noise", open_high=True)
+    rng = np.random.default_rng(seed)
+    T = rng.dirichlet(np.full(V, 0.5), size=K)
+    pi = rng.dirichlet(np.full(K, 0.3), size=n)
+    Q = rng.dirichlet(np.ones(V), size=n)
+    P = (1 - noise) * pi @ T + noise * Q
+    return ContextLanguage(rng.dirichlet(np.full(n, 5.0)), P / P.sum(1, keepdims=True))
+
+
+def gaussian_embeddings(d: int, vocab_size: int, seed=0, mean_norm: float = 1.0, spectrum=(0.25, 1.0)):
+    r"""Word embeddings with i.i.d. Gaussian columns :math:`\phi_w \sim N(\mu, \Sigma)` (result C).
+
+    :math:`\mu` is a random direction scaled to norm ``mean_norm``; :math:`\Sigma = Q\,\mathrm{diag}(\sigma^2)\,Q^\top`
+    with a random rotation Q and eigenvalues :math:`\sigma^2` evenly spaced over ``spectrum``.
+
+    Parameters
+    ----------
+    d : int >= 1, embedding dimension; vocab_size : int >= 1, V.
+    seed : seed of ``np.random.default_rng``.
+    mean_norm : >= 0, :math:`\|\mu\|`.
+    spectrum : (low, high), 0 < low <= high, the range of the eigenvalues of :math:`\Sigma`.
+
+    Returns
+    -------
+    (Phi (d, V), mu (d,), Sigma (d, d)).
+    """
+    d, V = check_int(d, "d"), check_int(vocab_size, "vocab_size")
+    mean_norm = check_nonnegative(mean_norm, "mean_norm")
+    lo, hi = (check_positive(s, "spectrum entries") for s in spectrum)
+    if lo > hi:
+        raise ValueError(f"spectrum must be (low, high) with low <= high, got {spectrum!r}.")
+    rng = np.random.default_rng(seed)
+    u = rng.normal(size=d)
+    mu = mean_norm * u / np.linalg.norm(u)
+    Q, _ = np.linalg.qr(rng.normal(size=(d, d)))
+    ev = np.linspace(lo, hi, d)
+    Sigma = (Q * ev) @ Q.T
+    Phi = mu[:, None] + (Q * np.sqrt(ev)) @ rng.normal(size=(d, V))
+    return Phi, mu, Sigma
+
+
+def planted_phi(u, d: int, seed=0, zero_on=None) -> np.ndarray:
+    r"""Embeddings :math:`\Phi` (d, V) whose row span holds the word-space classifier ``u``.
+
+    Row 0 is ``u``; rows 1..d-1 have i.i.d. N(0, 1) entries (drawn as a full (d, V) Gaussian
+    matrix from ``np.random.default_rng(seed)``, then overwritten), set to 0 on the words
+    ``zero_on`` if given. So :math:`B u = \Phi^\top (B e_1)`: a task read off by u is natural
+    w.r.t. :math:`\Phi`; with ``zero_on`` = the indicative words, :math:`\Phi` sees those words only
+    through u (chapter 5's contrast task is then natural in :math:`\mathbb{R}^V` only).
+
+    Parameters
+    ----------
+    u : (V,) e.g. :meth:`ContextLanguage.word_direction`; d : int >= 2; seed : anything
+        ``np.random.default_rng`` takes (e.g. ``[seed, 5]``); zero_on : optional word ids.
+
+    Returns
+    -------
+    (d, V) float64.
+    """
+    u = as_array(u, "u", ndim=1)
+    d = check_int(d, "d", low=2)
+    Phi = np.random.default_rng(seed).normal(size=(d, u.shape[0]))
+    Phi[0] = u
+    if zero_on is not None:
+        Phi[1:, _check_ids(np.ravel(zero_on), "zero_on", u.shape[0], "word")] = 0.0
+    return Phi

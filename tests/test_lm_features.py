@@ -262,3 +262,101 @@ def test_at_eps_from_a_start_point():
     star = optimal_f(Phi, P)
     # on the segment start -> theta*
     np.testing.assert_allclose(lm.features(), start + lm.t_ * (star - start), atol=1e-6)
+
+
+# --------------------------------------------------------------------------- the protocol, on all three models
+TEXTS = ["the movie was great", "a terrible boring film with a sad ending and more words here",
+         "stocks fell", "i loved it :)"]
+
+
+@pytest.fixture(scope="module")
+def models(tiny_gpt2_folder):
+    """(model, inputs, brute) for a TableLM, a TinyLM and an HFLM; brute(model, one_input) is the
+    hidden state at every position of that input, from one plain forward pass."""
+    from lmdownstream import hf, train
+
+    table = TableLM(5, d=3, V=7, device="cpu")
+    with torch.no_grad():
+        table.f.copy_(torch.randn(5, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64))
+    tiny = train.TinyLM(20, d=8, n_layers=1, n_heads=2, max_length=12, Phi="untied", seed=0).eval()
+    hflm = hf.load_lm(tiny_gpt2_folder, device="cpu")
+    hflm.bias = torch.randn(hflm.V, generator=torch.Generator().manual_seed(2))  # the softmax view with a bias
+    return [
+        (table, [0, 3, 4, 1, 3], lambda m, c: m.f[c][None]),
+        (tiny, [[1, 2, 3], [4, 5, 6, 7, 8], [9], [3, 3, 3, 3, 3, 3, 3]],
+         lambda m, s: m.hidden(torch.tensor([s]))[0]),
+        (hflm, TEXTS, lambda m, t: m.model(torch.tensor(m.encode([t])[0]), output_hidden_states=True)
+         .hidden_states[-1][0]),
+    ]
+
+
+def test_every_model_follows_the_protocol(models):
+    from lmdownstream.lm import SoftmaxLM
+
+    for model, inputs, _ in models:
+        assert isinstance(model, SoftmaxLM), type(model).__name__
+        assert tuple(model.Phi.shape) == (model.d, model.V) and model.max_length >= 1
+        assert model.bias is None or tuple(model.bias.shape) == (model.V,)
+        assert isinstance(model.fingerprint(), str)
+        ids, n_trunc = model.encode(inputs)
+        assert len(ids) == len(inputs) and n_trunc == 0
+    assert models[0][0].vocab_size == 7 and models[1][0].vocab_size == models[1][0].V == 20
+
+
+def test_extract_agrees_with_one_forward_pass_per_input(models):
+    for model, inputs, brute in models:
+        out = features.extract(model, inputs, kinds=("f", "Phi_p", "subset", "p_f"), words=[0, 2, 5],
+                               batch_size=2, max_tokens=16, cache=False, progress=False)
+        with torch.inference_mode():
+            f = torch.stack([brute(model, x)[-1] for x in inputs]).double()
+        Phi = model.Phi.detach().double()
+        logits = f @ Phi + (0 if model.bias is None else model.bias.double())
+        p = torch.softmax(logits, 1)
+        name = type(model).__name__
+        np.testing.assert_allclose(out["f"], f.numpy(), atol=1e-5, err_msg=name)
+        np.testing.assert_allclose(out["p_f"], p.numpy(), atol=1e-5, err_msg=name)
+        np.testing.assert_allclose(out["Phi_p"], (p @ Phi.T).numpy(), atol=1e-5, err_msg=name)
+        np.testing.assert_allclose(out["subset"], logits[:, [0, 2, 5]].numpy(), atol=1e-4, err_msg=name)
+
+
+def test_contexts_agree_with_brute_force(models):
+    for model, inputs, brute in models[1:]:
+        with torch.inference_mode():
+            rows = [brute(model, x).double().numpy() for x in inputs]
+        F, groups, info = features.contexts(model, inputs, skip_first=1, batch_size=2, return_info=True)
+        ref = np.concatenate([r[1:] for r in rows])
+        np.testing.assert_allclose(F, ref, atol=1e-5)
+        np.testing.assert_array_equal(groups, np.repeat(np.arange(len(inputs)), [len(r) - 1 for r in rows]))
+        np.testing.assert_array_equal(info["position"], np.concatenate([np.arange(1, len(r)) for r in rows]))
+        S, g, sinfo = features.contexts(model, inputs, n_contexts=5, skip_first=1, seed=3, return_info=True)
+        np.testing.assert_allclose(S, np.stack([rows[a][b] for a, b in zip(g, sinfo["position"])]), atol=1e-5)
+        with pytest.raises(ValueError, match="available"):
+            features.contexts(model, inputs, n_contexts=len(ref) + 1, skip_first=1)
+        with pytest.raises(ValueError, match="window"):
+            features.contexts(model, inputs, max_tokens=model.max_length + 1)
+    with pytest.raises(ValueError, match="SoftmaxLM"):
+        features.contexts(object(), TEXTS)
+
+
+def test_extract_cache_follows_in_memory_weights(models, tmp_cache):
+    model, inputs, _ = models[1]
+    first = features.extract(model, inputs, kinds=("f",), progress=False)["f"]
+    assert np.array_equal(features.extract(model, inputs, kinds=("f",), progress=False)["f"], first)
+    saved = model.body.ln_f.weight.detach().clone()
+    try:
+        with torch.no_grad():
+            model.body.ln_f.weight.mul_(2.0)
+        np.testing.assert_allclose(features.extract(model, inputs, kinds=("f",), progress=False)["f"],
+                                   2 * first - model.body.ln_f.bias.detach().numpy(), atol=1e-5)
+    finally:
+        with torch.no_grad():
+            model.body.ln_f.weight.copy_(saved)
+    assert len(list((tmp_cache / "features").glob("*.npz"))) == 2
+
+
+def test_batches_respect_both_budgets():
+    lengths = [5, 1, 9, 3, 9, 2]
+    out = features.batches(lengths, batch_size=2, max_tokens=12)
+    assert sorted(i for b in out for i in b) == list(range(6))
+    assert all(len(b) <= 2 and len(b) * max(lengths[i] for i in b) <= 12 or len(b) == 1 for b in out)
+    assert [lengths[b[0]] for b in out] == sorted((lengths[b[0]] for b in out), reverse=True)

@@ -107,6 +107,8 @@ def test_unconstrained_matches_sklearn_with_sample_weight():
     assert fit.loss <= sk_loss + 1e-10
     assert fit.loss == pytest.approx(sk_loss, abs=1e-8)
     np.testing.assert_allclose(fit.coef, sk.coef_[0], atol=1e-4)
+    assert fit.coef_.shape == sk.coef_.shape and fit.intercept_.shape == sk.intercept_.shape
+    np.testing.assert_allclose(fit.coef_, sk.coef_, atol=1e-4)
 
     Xm, ym = _multi_data(seed=2)
     wm = np.random.default_rng(4).random(len(ym)) + 0.1
@@ -116,6 +118,8 @@ def test_unconstrained_matches_sklearn_with_sample_weight():
     assert fit.loss <= sk_loss + 1e-10
     assert fit.loss == pytest.approx(sk_loss, abs=1e-8)
     assert fit.coef.shape == (3, 3) and fit.intercept.shape == (3,)
+    np.testing.assert_allclose(fit.coef_, sk.coef_ - sk.coef_.mean(0) + fit.coef_.mean(0), atol=1e-3)  # up to a shift
+    assert fit.coef_.shape == sk.coef_.shape and fit.lam_ is None and fit.v_ is None
 
 
 def test_box_constrained_matches_slsqp():
@@ -251,3 +255,110 @@ def test_bounds():
     with pytest.raises(ValueError, match="v_norm2"):
         theory.quad_bound(0.1, 0.01, -1.0)
 
+
+
+# --------------------------------------------------------------------------- task_fit with Phi: v in the row span
+def _phi_problem(n=80, d=4, V=12, seed=0):
+    rng = np.random.default_rng(seed)
+    P = rng.dirichlet(np.ones(V), size=n)
+    Phi = rng.normal(size=(d, V))
+    y = (P @ rng.normal(size=V) * 5 + rng.normal(size=n) > 0).astype(int)
+    return P, Phi, y, rng.random(n)
+
+
+def _slsqp_phi(X, y, w, Phi, B):
+    """Independent reference: scipy SLSQP with the 2V linear constraints |phi_w^T lam| <= B."""
+    d, V = Phi.shape
+    s, wn = 2 * y - 1, w / w.sum()
+    A = np.hstack([Phi.T, np.zeros((V, 1))])
+    res = minimize(lambda z: np.dot(wn, np.logaddexp(0, -s * (X @ z[:d] + z[d]))), np.zeros(d + 1),
+                   method="SLSQP", options={"ftol": 1e-15, "maxiter": 2000},
+                   constraints=[{"type": "ineq", "fun": lambda z: B - A @ z},
+                                {"type": "ineq", "fun": lambda z: B + A @ z}])
+    return res.fun, res.x
+
+
+@pytest.mark.parametrize("B", [0.3, 2.0])
+def test_phi_fit_matches_slsqp_and_is_feasible(B):
+    P, Phi, y, w = _phi_problem()
+    X = P @ Phi.T
+    fit = theory.task_fit(X, y, B=B, Phi=Phi, weights=w)
+    ref, z = _slsqp_phi(X, y, w, Phi, B)
+    assert fit.converged and fit.loss <= ref + 1e-8 and fit.loss == pytest.approx(ref, abs=1e-8)
+    assert fit.coef_.shape == (1, 4) and fit.intercept_.shape == (1,)
+    np.testing.assert_allclose(fit.lam_, fit.coef_[0])
+    np.testing.assert_allclose(fit.v_, Phi.T @ fit.lam_)
+    assert np.abs(fit.v_).max() <= B and np.abs(fit.v_).max() > 0.999 * B  # feasible, constraint active
+    np.testing.assert_allclose(fit.lam_, z[:4], atol=1e-3)
+    # no feasible classifier does better (random points of the polytope, scaled to its boundary)
+    rng = np.random.default_rng(2)
+    s, wn = 2 * y - 1, w / w.sum()
+    for _ in range(100):
+        lam = rng.normal(size=4)
+        lam *= B * rng.uniform(0, 1) / np.abs(Phi.T @ lam).max()
+        b = rng.normal()
+        assert fit.loss <= np.dot(wn, np.logaddexp(0, -s * (X @ lam + b))) + 1e-12
+
+
+def test_phi_fit_with_identity_is_the_box_fit_and_an_inactive_constraint_is_the_free_fit():
+    P, _, y, w = _phi_problem(V=6, seed=3)
+    box = theory.task_fit(P, y, B=2.0, weights=w, tol=1e-10)
+    ident = theory.task_fit(P, y, B=2.0, Phi=np.eye(6), weights=w)
+    assert ident.loss == pytest.approx(box.loss, abs=1e-8)
+    np.testing.assert_allclose(ident.v_, box.coef, atol=1e-3)
+    P, Phi, y, w = _phi_problem(seed=4)
+    X = P @ Phi.T
+    free = theory.task_fit(X, y, weights=w, tol=1e-10)
+    loose = theory.task_fit(X, y, B=1e6, Phi=Phi, weights=w)
+    assert loose.loss == pytest.approx(free.loss, abs=1e-8)
+    # B=None with Phi: no constraint at all, lam_ and v_ still reported
+    none = theory.task_fit(X, y, Phi=Phi, weights=w, tol=1e-10)
+    assert none.loss == pytest.approx(free.loss, abs=1e-12) and none.v_.shape == (12,)
+
+
+def test_task_tau_with_phi_is_the_phi_fit_on_phi_p_star():
+    P, Phi, y, w = _phi_problem(seed=5)
+    tau_phi = theory.task_tau(P, y, B=1.0, weights=w, Phi=Phi)
+    assert tau_phi == pytest.approx(_slsqp_phi(P @ Phi.T, y, w, Phi, 1.0)[0], abs=1e-8)
+    assert tau_phi >= theory.task_tau(P, y, B=1.0, weights=w) - 1e-8  # the row span is a subset of R^V
+    with pytest.raises(ValueError, match="columns"):
+        theory.task_tau(P, y, B=1.0, Phi=Phi[:, :-1])
+
+
+def test_phi_fit_bad_inputs():
+    P, Phi, y, _ = _phi_problem()
+    X = P @ Phi.T
+    with pytest.raises(ValueError, match="Phi has 12 rows"):
+        theory.task_fit(X, y, B=1.0, Phi=Phi.T)
+    with pytest.raises(ValueError, match="two classes"):
+        theory.task_fit(X, np.arange(len(y)) % 3, B=1.0, Phi=Phi)
+    with pytest.raises(ValueError, match="B"):
+        theory.task_fit(X, y, B=0.0, Phi=Phi)
+
+
+# --------------------------------------------------------------------------- omega and bisect
+def test_omega_is_the_weighted_second_moment():
+    P = _dists(n=30, V=5, seed=11)
+    w = np.random.default_rng(1).random(30)
+    Om, lam, U = theory.omega(P, w)
+    ref = sum(wi * np.outer(p, p) for wi, p in zip(w / w.sum(), P))
+    np.testing.assert_allclose(Om, ref, atol=1e-14)
+    assert np.all(np.diff(lam) <= 1e-15)
+    np.testing.assert_allclose(Om @ U, U * lam, atol=1e-12)
+    np.testing.assert_allclose(theory.omega(P)[0], P.T @ P / 30, atol=1e-14)
+    with pytest.raises(ValueError, match="negative"):
+        theory.omega(P, -w)
+
+
+def test_bisect_increasing_decreasing_and_below():
+    t = theory.bisect(lambda x: x * x, 0.25)
+    assert t == pytest.approx(0.5, rel=1e-9)
+    t = theory.bisect(lambda x: (1 - x) ** 2, 0.25, rtol=1e-12)  # decreasing
+    assert t == pytest.approx(0.5, rel=1e-9)
+    f = lambda x: (1 - x) ** 2  # noqa: E731
+    t = theory.bisect(f, 0.25, rtol=1e-3, below=True, f_hi=0.0)
+    assert f(t) <= 0.25 and f(t) >= 0.999 * 0.25
+    t = theory.bisect(lambda x: x ** 3, 1e-6, lo=0.0, hi=2.0)
+    assert t ** 3 == pytest.approx(1e-6, rel=1e-9)
+    with pytest.raises(ValueError, match="outside"):
+        theory.bisect(lambda x: x, 2.0)

@@ -12,7 +12,7 @@ number of steps and the batch size (equal compute in tokens seen; Quad's output 
 * :func:`text_study` -- on real text (tweets and BBC news, a byte-level BPE trained here):
   held-out cross-entropy and probe accuracy on tweet sentiment and BBC topics.
 * :func:`summarise` -- mean and standard deviation over seeds, per variant (draw it with
-  :func:`lmdownstream.plot.bars`).
+  :func:`lmdownstream.plot.bars`; print it with :func:`summary_table`).
 
 Both studies take their sizes from ``config.SIZES[profile]["quad_training"]`` (:data:`SIZES`,
 the same entry as chapter 6's small models, so chapter 8 loads the checkpoints chapter 6 trained);
@@ -33,7 +33,7 @@ from .. import config, probes, synthetic, tasks, train
 from .._checks import check_choice, check_int
 
 __all__ = ["VARIANTS", "TEXT_VARIANTS", "SIZES", "sizes", "text_setup", "synthetic_study", "text_study",
-           "summarise"]
+           "summarise", "summary_table"]
 
 #: Sizes per profile: a view of the ``"quad_training"`` entries of :data:`lmdownstream.config.SIZES`.
 SIZES = {name: config.SIZES[name]["quad_training"] for name in config.PROFILES}
@@ -282,3 +282,12 @@ def summarise(rows, metrics, by: str = "variant"):
     out = out[["n"] + [c for m in metrics for c in (m, m + "_sd")]].reset_index()
     out.attrs.update(df.attrs)
     return out
+
+
+def summary_table(summary, metrics, by: str = "variant", digits: int = 3):
+    """The :func:`summarise` output as strings ``"mean ± sd"``, one column per metric and one
+    row per value of ``by`` (a DataFrame to print)."""
+    import pandas as pd
+
+    return pd.DataFrame({m: [f"{a:.{digits}f} ± {s:.{digits}f}" for a, s in zip(summary[m], summary[m + "_sd"])]
+                         for m in metrics}, index=pd.Index(summary[by], name=by))

@@ -50,7 +50,10 @@ def _p_star(p_star):
 
 
 def _signs(y, n):
-    codes, classes = check_labels(y, n, "y", n_classes=2)
+    codes, classes = check_labels(y, n, "y")
+    if classes.shape[0] != 2:
+        raise ValueError(f"y has {classes.shape[0]} classes; result A's experiments handle two-class "
+                         "tasks (map the labels to two classes, e.g. one class against the rest).")
     return 2.0 * codes - 1.0
 
 
@@ -181,7 +184,7 @@ def evaluate(p_star, y, models, B, p_lm=None, p_task=None, tau_fit=None, unconst
             free = theory.task_fit(p, y, weights=w_T, tol=1e-6).loss if unconstrained else np.nan
             rows.append(dict(
                 eps=eps, tau=tau, B=B, gamma=g, loss=theory.task_fit(p, y, B=B, weights=w_T).loss,
-                loss_v=fixed_loss(p, y, v, fit.intercept_, w_T), loss_free=free, l1=l1,
+                loss_v=fixed_loss(p, y, v, fit.intercept_[0], w_T), loss_free=free, l1=l1,
                 kl_task=kl_T, score_shift=float(w_T @ np.abs((p - P) @ v)),
                 bound_l1=tau + B * l1, bound_kl=tau + B * np.sqrt(2 * kl_T),
                 bound=float(theory.xent_bound(tau, eps, B, g))))
@@ -229,7 +232,7 @@ def run(*, sizes=None, seed=0, **overrides):
         tau_free = theory.task_fit(P, y, weights=p_L).loss
     out = pd.concat(frames, ignore_index=True)
     out.attrs = dict(setup, seed=seed, tau=float(fit.loss), tau_free=float(tau_free),
-                     coef=np.ravel(fit.coef_), intercept=float(fit.intercept_))
+                     coef=np.ravel(fit.coef_), intercept=float(fit.intercept_[0]))
     return out
 
 
@@ -282,5 +285,5 @@ def slope(df, key: str = "loss", family_name=None):
     gap, eps = (df[key] - df["tau"]).to_numpy(float), df["eps"].to_numpy(float)
     ok = (gap > 0) & (eps > 0)
     if ok.sum() < 3:
-        raise ValueError(f"only {int(ok.sum())} rows with {key} > tau and eps > 0; a slope needs 3.")
+        raise ValueError(f"only {int(ok.sum())} rows with {key} > tau and eps > 0; a slope needs at least 3.")
     return fits.loglog_slope(eps[ok], gap[ok]), int(ok.sum()), int((~ok).sum())

@@ -39,13 +39,9 @@ def planted_setup(n_contexts: int = 300, vocab_size: int = 64, d: int = 8, seed:
     if V < 4 * d:
         raise ValueError(f"need 4 d <= V (a low-dimensional Phi) but d={d}, V={V}; lower d or raise V.")
     lang = synthetic.ContextLanguage.random(n_contexts=n, vocab_size=V, n_classes=4, seed=seed)
-    W, c = lang.indicative_words, lang.labels  # W: (4, k)
-    u_A, u_B = np.zeros(V), np.zeros(V)
-    u_A[W[[1, 3]].ravel()], u_A[W[[0, 2]].ravel()] = 1.0, -1.0
-    u_B[W[[2, 3]].ravel()], u_B[W[[0, 1]].ravel()] = 1.0, -1.0
-    Phi = np.random.default_rng([seed, 5]).normal(size=(d, V))
-    Phi[0] = u_A
-    Phi[1:, W.ravel()] = 0.0
+    c = lang.labels
+    u_A, u_B = lang.word_direction([1, 3], [0, 2]), lang.word_direction([2, 3], [0, 1])
+    Phi = synthetic.planted_phi(u_A, d, seed=[seed, 5], zero_on=lang.indicative_words)
     return dict(lang=lang, Phi=Phi, p_star=lang.p_next, p_L=lang.p_context,
                 labels={TASKS[0]: (c % 2).astype(np.int64), TASKS[1]: (c // 2).astype(np.int64)},
                 u={TASKS[0]: u_A, TASKS[1]: u_B})

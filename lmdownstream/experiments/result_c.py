@@ -89,8 +89,9 @@ def _phi(kind, lang, d, seed, pretrain_steps):
 
 
 def _probe(X, y, seed):
-    pr = probes.probe_cv(X, y, Cs=np.logspace(-2, 4, 7), cv=5, seed=seed, device="cpu")
-    return float(pr.cv_scores_.mean(axis=1).max())
+    probe = probes.LogisticProbeCV(Cs=np.logspace(-2, 4, 7), cv=5, random_state=seed, device="cpu",
+                                   dtype="float64").fit(X, y)
+    return float(probe.scores_.mean(axis=0).max())
 
 
 def _measure(model, Phi, lam, tr, te, P_w_y, B, tau, probe, seed):
@@ -98,7 +99,7 @@ def _measure(model, Phi, lam, tr, te, P_w_y, B, tau, probe, seed):
     w, y = P_w_y[1:]
     f, eps, n = model.features(), model.eps_, model.n_contexts
     logz, phip = features.log_partition(f, Phi), features.conditional_mean(f, Phi)
-    fit = theory.fit_log_partition(f[tr], logz[tr])
+    fit = fits.fit_log_partition(f[tr], logz[tr])
     afb = fit.grad(f)
     Xa = np.hstack([f, np.ones((n, 1))])
     M = np.linalg.lstsq(Xa[tr], phip[tr], rcond=None)[0]
@@ -131,7 +132,7 @@ def run(*, sizes=None, seed=0, **overrides):
     ``"learned"``: that Φ trained with f for ``pretrain_steps``, then frozen) a TableLM is trained
     down the grid (values above the uniform model's excess are skipped). At each ε:
 
-    * ``r2``: held-out R² of :func:`lmdownstream.theory.fit_log_partition` (fitted on a
+    * ``r2``: held-out R² of :func:`lmdownstream.fits.fit_log_partition` (fitted on a
       ``1 - heldout`` share of the contexts); ``r2_gauss``: of the unfitted Gaussian prediction;
     * ``grad_err``: :math:`\|\Phi p_f - (Af + b)\|_F / \|\Phi p_f - \overline{\Phi p_f}\|_F` held out;
       ``affine_err``: the same for the best affine map f -> Φp_f;

@@ -21,8 +21,7 @@ import scipy.linalg
 from .. import config, lm, losses, synthetic, theory
 from .._checks import as_array, check_choice, check_int, check_positive
 
-__all__ = ["PATHS", "DEFAULTS", "planted_setup", "run", "quad_rows", "adam_quad_joint",
-           "learned_phi_angles"]
+__all__ = ["PATHS", "DEFAULTS", "planted_setup", "run", "adam_quad_joint", "learned_phi_angles"]
 
 PATHS = ("adam", "worst", "segment")
 #: The settings of :func:`run` besides the sizes (``config.sizes("ch08")``).
@@ -48,10 +47,8 @@ def planted_setup(n_contexts: int = 400, vocab_size: int = 60, d: int = 8, label
         raise ValueError(f"d={d} must be smaller than vocab_size={V} (a d-dimensional LM with d < V).")
     lang = synthetic.ContextLanguage.random(n_contexts=n, vocab_size=V, seed=seed,
                                             label_strength=label_strength)
-    P, pL, y, W = lang.p_next, lang.p_context, lang.labels, lang.indicative_words
-    Phi = np.random.default_rng([seed, 1]).normal(size=(d, V))
-    Phi[0] = 0.0
-    Phi[0, W[1]], Phi[0, W[0]] = 1.0, -1.0
+    P, pL, y = lang.p_next, lang.p_context, lang.labels
+    Phi = synthetic.planted_phi(lang.word_direction([1], [0]), d, seed=[seed, 1])
     theta_star = losses.quad_optimum(Phi, P)
     fit = theory.task_fit(theta_star, y, B=None, weights=pL, tol=tol)
     lam = np.linalg.solve(Phi @ Phi.T, np.ravel(fit.coef_))  # c^T theta* = (Phi^T G^-1 c)^T p*
@@ -107,6 +104,8 @@ def run(*, sizes=None, seed=0, setup=None, **overrides):
         raise ValueError("eps must be a non-empty array of positive, finite excess losses.")
     for path in s["paths"]:
         check_choice(path, "path", PATHS)
+    if setup is not None and {"n_contexts", "vocab_size", "d", "label_strength"} & set(overrides):
+        raise ValueError("pass either setup or the sizes of a new planted_setup, not both.")
     if setup is None:
         setup = planted_setup(s["n_contexts"], s["vocab_size"], s["d"], s["label_strength"], seed,
                               tol=s["tol"])
@@ -122,11 +121,6 @@ def run(*, sizes=None, seed=0, setup=None, **overrides):
     df.attrs = dict(s, seed=seed, eps=eps_grid, tau=setup["tau"], v_norm2=setup["v_norm2"],
                     gamma=setup["gamma"])
     return df
-
-
-def quad_rows(eps_grid, path: str = "adam", setup=None, **kwargs):
-    """``run(eps=eps_grid, paths=(path,), setup=setup, **kwargs)``: the models of one path."""
-    return run(eps=eps_grid, paths=(path,), setup=setup, **kwargs)
 
 
 def adam_quad_joint(p_star, weights, d: int, steps: int = 4000, lr: float = 0.03, seed: int = 0,
