@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import config, losses
+from . import config, losses, theory
 from .features import pad_batch, state_fingerprint
 from ._checks import as_array, as_tensor, check_choice, check_distributions, check_int, check_positive, check_weights
 
@@ -95,21 +95,6 @@ def _few_threads(n, V, d, device="cpu"):
 def _per_context(theta, Phi, P, loss):
     """Per-row loss (n,) in population form: :func:`lmdownstream.losses.xent_loss` or ``quad_loss``."""
     return (losses.xent_loss if loss == "xent" else losses.quad_loss)(theta, Phi, P, reduction="none")
-
-
-def _bisect(excess_at, target, lo_hi, rtol, max_iter):
-    """Largest-progress t in [lo, hi] with excess_at(t) <= target, for a decreasing excess_at."""
-    lo, (hi, e_hi) = 0.0, lo_hi
-    for _ in range(max_iter):
-        if e_hi >= (1 - rtol) * target or hi - lo < 1e-16:
-            break
-        mid = 0.5 * (lo + hi)
-        e = excess_at(mid)
-        if e <= target:
-            hi, e_hi = mid, e
-        else:
-            lo = mid
-    return hi, e_hi
 
 
 # --------------------------------------------------------------------------- optimal features
@@ -401,9 +386,7 @@ class TableLM(nn.Module):
                 p.copy_(a + t * (b - a))
             return float((w * (_per_context(self.f, self.Phi, P, loss) - base)).sum())
 
-        t, e = _bisect(excess_at, target_eps, (1.0, eps_hi), 1e-3, 60)
-        excess_at(t)
-        return e
+        return excess_at(theory.bisect(excess_at, target_eps, rtol=1e-3, max_iter=60, below=True, f_hi=eps_hi))
 
     @torch.no_grad()
     def at_eps(self, eps, p_star, weights=None, loss="xent", relative_to="Phi", start=None):
@@ -460,7 +443,8 @@ class TableLM(nn.Module):
                     f"the start point already has excess {e0:.4g} < eps={eps:g}; pass a start farther "
                     "from the optimum (e.g. start=np.zeros((n_contexts, d)), the uniform LM)."
                 )
-            t, e_hi = _bisect(excess_at, eps, (1.0, e1), 1e-9, 200)
+            t = theory.bisect(excess_at, eps, rtol=1e-9, max_iter=200, below=True, f_lo=e0, f_hi=e1)
+            e_hi = excess_at(t)
             self.f.copy_(f0 + t * (theta_star - f0))
         self.eps_, self.t_, self.n_steps_ = max(e_hi, 0.0), t, 0
         self.history_ = np.asarray([e0, e_hi])

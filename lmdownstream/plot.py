@@ -52,8 +52,8 @@ def against_eps(data, y, *, hue=None, x="eps", minus=None, bound=None, bound_lab
     x : the ε column (sorted within each line).
     minus : column subtracted from every ``y`` and from a column ``bound``, e.g. ``"tau"`` to draw
         loss − τ; rows where the difference is not positive cannot be logged and are left out.
-    bound : None, a column (one dashed line per group), or a function of ε (one black dashed
-        line over the range of ``x``, e.g. ``lambda e: B * np.sqrt(2 * e)``).
+    bound : None, a column (one dashed line per group, in the group's colour), or a function of
+        ε (one black dashed line over the range of ``x``, e.g. ``lambda e: B * np.sqrt(2 * e)``).
     bound_label : legend name of the bound (default ``"bound"``).
     labels : legend names of the ``y`` columns (default: the names, with ``− minus``).
     ax : axes to draw on (None: a new figure); xlabel, ylabel, title : as in matplotlib.
@@ -78,9 +78,10 @@ def against_eps(data, y, *, hue=None, x="eps", minus=None, bound=None, bound_lab
             val = g[col].to_numpy(float) - shift(g)
             ok = val > 0
             label = name if key is None else (f"{key}" if len(ys) == 1 else f"{key}: {name}")
-            ax.plot(e[ok], val[ok], _MARKERS[(i * len(ys) + j) % len(_MARKERS)] + "-", ms=4, label=label)
-        if isinstance(bound, str):
-            ax.plot(e, g[bound].to_numpy(float) - shift(g), "--", color="k" if hue is None else None,
+            (line,) = ax.plot(e[ok], val[ok], _MARKERS[(i * len(ys) + j) % len(_MARKERS)] + "-", ms=4,
+                              label=label)
+        if isinstance(bound, str):  # dashed, in the colour of the group's (last) line
+            ax.plot(e, g[bound].to_numpy(float) - shift(g), "--", color="k" if hue is None else line.get_color(),
                     label=(bound_label or "bound") + ("" if key is None else f" ({key})"))
     if callable(bound):
         e = df[x].to_numpy(float)

@@ -1,6 +1,6 @@
 r"""Synthetic languages whose true next-word distribution :math:`p^*` is known exactly.
 
-Two languages, both numpy only (float64 throughout):
+Two languages, both numpy (float64 throughout; entropies from :func:`lmdownstream.losses.entropy`):
 
 :class:`ContextLanguage`
     A finite table: contexts :math:`s \in \{0, \dots, n-1\}` with weights :math:`p_L(s)` and a next-word
@@ -14,6 +14,10 @@ Both ``random`` constructors plant a label (a class per context, a label group p
 state) that a few *indicative words* reveal, so that natural tasks exist: the classifier
 :math:`v = B(\mathbf 1_{\text{words of class 1}} - \mathbf 1_{\text{words of class 0}})` applied to
 :math:`p^*(\cdot|s)` already separates the classes, as in the paper's ":)" vs ":(" example.
+
+Generators for the later chapters: :func:`topic_language` (result D's :math:`\Omega`),
+:func:`gaussian_embeddings` (result C) and :func:`planted_phi` with
+:meth:`ContextLanguage.word_direction` (a fixed :math:`\Phi` whose row span holds a planted task).
 
 Word ids, context ids and states are ints starting at 0. Every function draws randomness from
 ``np.random.default_rng(seed)``: the same seed gives identical output.
@@ -53,6 +57,16 @@ def _check_ids(x, name: str, high: int, what: str, ndim=1, allow_empty_rows: boo
         raise ValueError(f"{name} has {what} id {bad}, outside 0..{high - 1} (unknown {what}); "
                          f"map unknown {what}s to a valid id before calling.")
     return arr
+
+
+def _labels(labels, name: str, n: int, per: str, kind: str):
+    """(int64 labels (n,), number of labels K = max + 1) with at least two distinct values."""
+    y = _check_ids(labels, name, high=np.iinfo(np.int64).max, what="label")
+    if y.shape[0] != n:
+        raise ValueError(f"{name} has {y.shape[0]} entries but there are {n} {per}s; pass one label per {per}.")
+    if np.unique(y).shape[0] < 2:
+        raise ValueError(f"{name} has only one {kind}; a task needs at least two.")
+    return y, int(y.max()) + 1
 
 
 def _rows(P, name: str) -> np.ndarray:
@@ -109,6 +123,14 @@ def _planted_rows(rng, labels, vocab_size, label_strength, words_per_class, alph
     return P / P.sum(axis=1, keepdims=True), indicative
 
 
+def _planted_sizes(n, n_name: str, vocab_size, K, k_name: str):
+    """(n, V, K) checked: ints, K >= 2 and n >= K (each of the K classes needs a row)."""
+    n, V, K = check_int(n, n_name), check_int(vocab_size, "vocab_size"), check_int(K, k_name, low=2)
+    if n < K:
+        raise ValueError(f"{n_name}={n} is smaller than {k_name}={K}; pass {n_name} >= {k_name}.")
+    return n, V, K
+
+
 def _balanced_labels(rng, n: int, K: int) -> np.ndarray:
     return rng.permutation(np.arange(n) % K).astype(np.int64)
 
@@ -138,13 +160,7 @@ class ContextLanguage:
         self.n_contexts, self.vocab_size = n, V
         self.labels, self.n_classes, self.indicative_words = None, 0, None
         if labels is not None:
-            y = _check_ids(labels, "labels", high=np.iinfo(np.int64).max, what="label")
-            if y.shape[0] != n:
-                raise ValueError(f"labels has {y.shape[0]} entries but there are {n} contexts; "
-                                 "pass one label per context.")
-            if np.unique(y).shape[0] < 2:
-                raise ValueError("labels has only one class; a task needs at least two classes.")
-            self.labels, self.n_classes = y, int(y.max()) + 1
+            self.labels, self.n_classes = _labels(labels, "labels", n, "context", "class")
 
     @classmethod
     def random(cls, n_contexts: int, vocab_size: int, seed=0, n_classes: int = 2,
@@ -174,11 +190,7 @@ class ContextLanguage:
         0.8             0.37       0.02-0.03  1.00
         ==============  =========  =========  =============
         """
-        n = check_int(n_contexts, "n_contexts")
-        V = check_int(vocab_size, "vocab_size")
-        K = check_int(n_classes, "n_classes", low=2)
-        if n < K:
-            raise ValueError(f"n_contexts={n} is smaller than n_classes={K}; pass n_contexts >= n_classes.")
+        n, V, K = _planted_sizes(n_contexts, "n_contexts", vocab_size, n_classes, "n_classes")
         m = check_fraction(label_strength, "label_strength")
         rng = np.random.default_rng(seed)
         y = _balanced_labels(rng, n, K)
@@ -299,13 +311,7 @@ class HMMLanguage:
         self._ET = np.ascontiguousarray(self.emission.T)  # (V, S): row w is E[:, w]
         self.state_labels, self.n_labels, self.indicative_words = None, 0, None
         if state_labels is not None:
-            g = _check_ids(state_labels, "state_labels", high=np.iinfo(np.int64).max, what="label")
-            if g.shape[0] != S:
-                raise ValueError(f"state_labels has {g.shape[0]} entries but there are {S} states; "
-                                 "pass one label per state.")
-            if np.unique(g).shape[0] < 2:
-                raise ValueError("state_labels has only one label; a task needs at least two labels.")
-            self.state_labels, self.n_labels = g, int(g.max()) + 1
+            self.state_labels, self.n_labels = _labels(state_labels, "state_labels", S, "state", "label")
 
     @classmethod
     def random(cls, n_states: int, vocab_size: int, seed=0, n_labels: int = 2, stickiness: float = 0.95,
@@ -320,11 +326,7 @@ class HMMLanguage:
         text :math:`q_z` plus, with weight :math:`\lambda_z` of mean ``label_strength``, the indicative words of
         the state's label), so the words reveal the label. :math:`\pi_0 \sim \mathrm{Dir}(\mathbf 1)`.
         """
-        S = check_int(n_states, "n_states")
-        V = check_int(vocab_size, "vocab_size")
-        K = check_int(n_labels, "n_labels", low=2)
-        if S < K:
-            raise ValueError(f"n_states={S} is smaller than n_labels={K}; pass n_states >= n_labels.")
+        S, V, K = _planted_sizes(n_states, "n_states", vocab_size, n_labels, "n_labels")
         stick = check_fraction(stickiness, "stickiness")
         m = check_fraction(label_strength, "label_strength")
         rng = np.random.default_rng(seed)

@@ -13,7 +13,7 @@ r"""The quantities in the paper's guarantees, computed exactly on a language wit
 * :func:`gaussian_log_partition`, :class:`LogPartitionFit`, :func:`fit_log_partition` (result C)
   live in :mod:`lmdownstream.fits` and are re-exported here.
 
-Numpy and scipy only.
+Numpy and scipy (KL from :func:`lmdownstream.losses.kl`).
 """
 from __future__ import annotations
 

@@ -195,14 +195,8 @@ class TinyLM(nn.Module):
         without the cache. Sequences longer than the window keep their *last* ``max_length``
         tokens (the count is returned as ``out["n_truncated"]``)."""
         seqs, n_trunc = self.encode(sequences)
-        was = self.training
-        self.eval()
-        try:
-            out = features.extract(self, seqs, kinds=kinds, batch_size=batch_size, cache=False, progress=progress)
-        finally:
-            self.train(was)
-        out["n_truncated"] = int(n_trunc)
-        return out
+        out = features.extract(self, seqs, kinds=kinds, batch_size=batch_size, cache=False, progress=progress)
+        return dict(out, n_truncated=int(n_trunc))
 
 
 # --------------------------------------------------------------------------- corpora
@@ -431,7 +425,7 @@ def train_lm(corpus: Corpus, loss: str = "xent", Phi="tied", affine: bool = Fals
             return TrainResult(model, history, settings, path, 0.0, True)
 
     data = torch.as_tensor(corpus.ids)
-    limit = config.threads(check_int(threads, "threads"), blas=False) if threads is not None else contextlib.nullcontext()
+    limit = contextlib.nullcontext() if threads is None else config.threads(check_int(threads, "threads"), blas=False)
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -505,9 +499,6 @@ def contexts(model: TinyLM, corpus: Corpus, n_contexts: int | None = None, seed:
     the sequence index of each row (for splits that keep a sequence on one side). With
     ``n_contexts``, a seeded uniform sample of that many positions without replacement.
     :func:`lmdownstream.features.contexts` on ``corpus.ids[:, :-1]``."""
-    total = int((corpus.ids[:, :-1] != _PAD).sum())
-    if n_contexts is not None and check_int(n_contexts, "n_contexts") > total:
-        raise ValueError(f"the corpus has {total} contexts, fewer than n_contexts={n_contexts}; pass a larger corpus.")
     return features.contexts(model, corpus.ids[:, :-1], n_contexts=n_contexts, seed=seed, batch_size=batch_size)
 
 
@@ -561,7 +552,8 @@ def exact_excess(model: TinyLM, corpus: Corpus, batch_size: int = 256) -> dict:
         P = np.zeros((n, V + 1))
         P[:, :V] = hmm.next_word_dist(ids[:, 1:t + 1])
         entropy = float(losses.entropy(P).sum())
-        tot["eps"] += float(losses.xent_loss(torch.as_tensor(H[:, t]), Phi, torch.as_tensor(P), reduction="sum")) - entropy
+        xent = float(losses.xent_loss(torch.as_tensor(H[:, t]), Phi, torch.as_tensor(P), reduction="sum"))
+        tot["eps"] += xent - entropy
         tot["entropy"] += entropy
         theta = losses.quad_optimum(Phi_np, P)
         diff = (H[:, t] - theta) @ Phi_np

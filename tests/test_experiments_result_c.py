@@ -48,7 +48,7 @@ def test_run_bounds_hold_and_quadratic_fit_is_good(df):
     assert df.probe_f.between(0.5, 1).all() and df.probe_phip.between(0.5, 1).all()
     assert df[df.phi == "gaussian"].r2.min() > 0.95
     for kind in ("gaussian", "learned"):
-        true, fitted = df.attrs["log_Z_heldout"][kind]
+        true, fitted = map(np.array, df.attrs["log_Z_heldout"][kind])
         assert true.shape == fitted.shape == (20,)
         assert 1 - np.sum((true - fitted) ** 2) / np.sum((true - true.mean()) ** 2) == pytest.approx(
             df[df.phi == kind].r2.iloc[-1], abs=1e-12)

@@ -334,6 +334,9 @@ def test_phi_fit_bad_inputs():
         theory.task_fit(X, np.arange(len(y)) % 3, B=1.0, Phi=Phi)
     with pytest.raises(ValueError, match="B"):
         theory.task_fit(X, y, B=0.0, Phi=Phi)
+    with pytest.warns(RuntimeWarning, match="did not converge"):
+        fit = theory.task_fit(X, y, B=1.0, Phi=Phi, max_iter=2)
+    assert not fit.converged and np.abs(fit.v_).max() < 1.0  # still strictly feasible
 
 
 # --------------------------------------------------------------------------- omega and bisect

@@ -262,5 +262,5 @@ def test_contexts_are_hidden_states_at_every_position(hmm):
     np.testing.assert_allclose(F, np.stack(ref), atol=1e-5)
     Fs, gs = train.contexts(m, c, n_contexts=4, seed=1)
     assert Fs.shape == (4, 16) and all(any(np.allclose(r, q, atol=1e-6) for q in F) for r in Fs)
-    with pytest.raises(ValueError, match="fewer than"):
+    with pytest.raises(ValueError, match="only 8 contexts are available"):
         train.contexts(m, c, n_contexts=9)

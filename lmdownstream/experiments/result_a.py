@@ -22,6 +22,7 @@ task distributions :math:`p_T \ne p_L`; :func:`slope` fits the log-log rate. Bin
 from __future__ import annotations
 
 import numpy as np
+from scipy.special import softmax
 
 from .. import config, fits, losses, lm, synthetic, theory
 from .._checks import as_array, check_distributions, check_labels, check_positive, check_weights
@@ -107,12 +108,6 @@ def aligned_family(p_star, y, coef, eps, weights=None):
         return [model(theory.bisect(lambda t: w @ losses.kl(P, model(t)), e)) for e in _eps_grid(eps)]
 
 
-def _tempered(logP, t):
-    Z = t * logP
-    E = np.exp(Z - Z.max(axis=1, keepdims=True))
-    return E / E.sum(axis=1, keepdims=True)
-
-
 def family(name, p_star, eps, weights=None, y=None, coef=None, seed=0, max_steps: int = 20_000):
     r"""Language models of one of :data:`FAMILIES` at target excess cross-entropies ``eps``.
 
@@ -136,7 +131,7 @@ def family(name, p_star, eps, weights=None, y=None, coef=None, seed=0, max_steps
             mix = lambda a: (1 - a) * P + a * Q  # noqa: E731
         elif name == "temperature":
             logP = np.log(P)
-            mix = lambda a: _tempered(logP, 1.0 - a)  # noqa: E731  (a = 1: the uniform LM)
+            mix = lambda a: softmax((1.0 - a) * logP, axis=1)  # noqa: E731  (a = 1: uniform)
         else:  # trained: one optimizer run, stopped at each target (largest first)
             Phi, _ = np.linalg.qr(np.random.default_rng(seed).normal(size=(V, V)))
             model, out = lm.TableLM(n, Phi=Phi, device="cpu"), [None] * len(eps)
@@ -208,7 +203,7 @@ def run(*, sizes=None, seed=0, **overrides):
 
     Returns a DataFrame with the columns of :func:`evaluate` plus ``family`` and ``eps_target``;
     ``df.attrs`` holds the setup (the sizes, ``B``, ``label_strength``, ``seed``) and ``tau``,
-    ``tau_free`` (best unconstrained classifier on p*), ``coef`` (V,) and ``intercept`` of the
+    ``tau_free`` (best unconstrained classifier on p*), ``coef`` (V values) and ``intercept`` of the
     τ-achieving classifier. The language itself is ``language(**df.attrs)``.
     """
     import pandas as pd
@@ -231,8 +226,11 @@ def run(*, sizes=None, seed=0, **overrides):
             frames.append(df.assign(family=name, eps_target=targets))
         tau_free = theory.task_fit(P, y, weights=p_L).loss
     out = pd.concat(frames, ignore_index=True)
+    # tuples, not arrays, in attrs: pandas compares attrs when it concatenates frames
     out.attrs = dict(setup, seed=seed, tau=float(fit.loss), tau_free=float(tau_free),
-                     coef=np.ravel(fit.coef_), intercept=float(fit.intercept_[0]))
+                     eps=tuple(_eps_grid(setup["eps"]).tolist()),
+                     aligned_eps=tuple(_eps_grid(setup["aligned_eps"]).tolist()),
+                     coef=tuple(np.ravel(fit.coef_).tolist()), intercept=float(fit.intercept_[0]))
     return out
 
 

@@ -114,5 +114,6 @@ def run(*, sizes=None, seed=0, **overrides):
                               loss_at_opt=float(info["opt"][f]), t=float(model.t_))
                          for f in FEATURES]
     df = pd.DataFrame(rows)
-    df.attrs = dict(setup, seed=seed, gamma=g, V=V, eps=eps_grid)
+    df.attrs = dict(setup, seed=seed, gamma=g, V=V, eps=tuple(eps_grid.tolist()),  # no arrays in attrs
+                    task_weights=None if setup["task_weights"] is None else tuple(p_T.tolist()))
     return df

@@ -145,7 +145,7 @@ def run(*, sizes=None, seed=0, **overrides):
       ``n_steps``, ``f_norm``, ``A_norm``, ``cond_A``, ``lam_norm``, ``A_lam_norm``.
 
     Returns a DataFrame, one row per (``phi``, ε). ``df.attrs``: the setup, ``seed``, and
-    ``log_Z_heldout``: {kind: (true, fitted) held-out log Z at the smallest ε}.
+    ``log_Z_heldout``: {kind: (true, fitted)}, the held-out log Z at the smallest ε (tuples).
     """
     import pandas as pd
 
@@ -185,9 +185,11 @@ def run(*, sizes=None, seed=0, **overrides):
             for target in eps_grid[eps_grid < e0]:
                 model.fit(P, w, target_eps=float(target), relative_to="Phi", max_steps=s["max_steps"],
                           lr=0.05)
-                row, heldout_log_Z[kind] = _measure(model, Phi, np.ravel(nat.coef_), tr, te, (P, w, y),
+                row, (true, fit) = _measure(model, Phi, np.ravel(nat.coef_), tr, te, (P, w, y),
                                                     B, float(nat.loss), s["probe"], seed)
                 rows.append(dict(phi=kind, **row))
+                heldout_log_Z[kind] = (tuple(true.tolist()), tuple(fit.tolist()))
     df = pd.DataFrame(rows)
-    df.attrs = dict(s, seed=seed, eps=eps_grid, log_Z_heldout=heldout_log_Z)
+    # tuples, not arrays, in attrs: pandas compares attrs when it concatenates frames
+    df.attrs = dict(s, seed=seed, eps=tuple(eps_grid.tolist()), log_Z_heldout=heldout_log_Z)
     return df

@@ -118,7 +118,7 @@ def run(*, sizes=None, seed=0, setup=None, **overrides):
             rows.append(dict(path=path, eps_target=float(eps), eps=float(achieved), loss=float(loss),
                              tau=setup["tau"], bound=float(bound), n_steps=int(steps)))
     df = pd.DataFrame(rows)
-    df.attrs = dict(s, seed=seed, eps=eps_grid, tau=setup["tau"], v_norm2=setup["v_norm2"],
+    df.attrs = dict(s, seed=seed, eps=tuple(eps_grid.tolist()), tau=setup["tau"], v_norm2=setup["v_norm2"],
                     gamma=setup["gamma"])
     return df
 
