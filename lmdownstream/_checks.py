@@ -18,16 +18,7 @@ def as_array(x, name: str, ndim=None, dtype=np.float64, allow_empty: bool = Fals
         arr = np.asarray(x, dtype=dtype)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{name} must be a numeric array; could not convert it ({exc}).") from None
-    if ndim is not None:
-        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
-        if arr.ndim not in allowed:
-            want = " or ".join(str(a) for a in allowed)
-            raise ValueError(
-                f"{name} must have {want} dimension(s) but has shape {arr.shape}; reshape it "
-                f"({_reshape_hint(arr.ndim, allowed)})."
-            )
-    if not allow_empty and arr.size == 0:
-        raise ValueError(f"{name} is empty (shape {arr.shape}); pass at least one element.")
+    _check_shape(tuple(arr.shape), name, ndim, allow_empty)
     if np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
         bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
         raise ValueError(
@@ -111,6 +102,20 @@ def check_positive(x, name: str) -> float:
     return x
 
 
+def _check_shape(shape: tuple, name: str, ndim, allow_empty: bool) -> None:
+    """A ValueError unless ``len(shape)`` is ``ndim`` (an int or a tuple) and, unless allowed, non-empty."""
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+        if len(shape) not in allowed:
+            want = " or ".join(str(a) for a in allowed)
+            raise ValueError(
+                f"{name} must have {want} dimension(s) but has shape {shape}; reshape it "
+                f"({_reshape_hint(len(shape), allowed)})."
+            )
+    if not allow_empty and int(np.prod(shape)) == 0:
+        raise ValueError(f"{name} is empty (shape {shape}); pass at least one element.")
+
+
 def _reshape_hint(ndim: int, allowed) -> str:
     if ndim == 1 and 2 in allowed:
         return "x.reshape(-1, 1) if it is one feature, x[None, :] if it is one sample"
@@ -179,16 +184,7 @@ def as_tensor(x, name: str, ndim=None, dtype=None, device=None, allow_empty: boo
         t = t.double()
     if device is not None:
         t = t.to(device)
-    if ndim is not None:
-        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
-        if t.ndim not in allowed:
-            want = " or ".join(str(a) for a in allowed)
-            raise ValueError(
-                f"{name} must have {want} dimension(s) but has shape {tuple(t.shape)}; reshape it "
-                f"({_reshape_hint(t.ndim, allowed)})."
-            )
-    if not allow_empty and t.numel() == 0:
-        raise ValueError(f"{name} is empty (shape {tuple(t.shape)}); pass at least one element.")
+    _check_shape(tuple(t.shape), name, ndim, allow_empty)
     if torch.is_floating_point(t) and not bool(torch.isfinite(t).all()):
         bad = int((~torch.isfinite(t)).sum())
         raise ValueError(f"{name} has {bad} non-finite value(s) (NaN or inf); remove or impute them first.")
