@@ -180,16 +180,6 @@ def threads(n: int = 1, blas: bool = True, torch_threads: bool = True):
             torch.set_num_threads(before)
 
 
-def single_blas_thread():
-    """``threads(1, torch_threads=False)``: one BLAS thread (kept for chapters that use the name)."""
-    return threads(1, torch_threads=False)
-
-
-def single_threaded():
-    """``threads(1)``: one torch thread and one BLAS thread (kept for chapters that use the name)."""
-    return threads(1)
-
-
 def hub_offline(*extra_vars: str) -> bool:
     """True when the Hugging Face hub must not be reached (``HF_HUB_OFFLINE``, ``TRANSFORMERS_OFFLINE``
     or one of ``extra_vars`` set) or cannot be reached (a 2-second connection test)."""
