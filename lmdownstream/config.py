@@ -180,6 +180,19 @@ def threads(n: int = 1, blas: bool = True, torch_threads: bool = True):
             torch.set_num_threads(before)
 
 
+_OFF = ("0", "false", "no", "off")
+
+
+def progress(wanted: bool = True) -> bool:
+    """Whether to show a progress bar: ``wanted`` unless ``LMDOWNSTREAM_PROGRESS`` is off.
+
+    The one switch for every bar of the library: ``LMDOWNSTREAM_PROGRESS=0`` turns them all
+    off. The book build sets it (``book/_ext/lmd_book.py``, with ``TQDM_DISABLE=1`` for the bars
+    of transformers and the hub), so no rendered page shows a bar; in a notebook they stay on.
+    """
+    return bool(wanted) and os.environ.get("LMDOWNSTREAM_PROGRESS", "1").strip().lower() not in _OFF
+
+
 def hub_offline(*extra_vars: str) -> bool:
     """True when the Hugging Face hub must not be reached (``HF_HUB_OFFLINE``, ``TRANSFORMERS_OFFLINE``
     or one of ``extra_vars`` set) or cannot be reached (a 2-second connection test)."""

@@ -260,7 +260,7 @@ def batches(lengths, batch_size: int = 32, max_tokens: int = 8192) -> list:
 
 
 def _bar(total, desc, progress):
-    if not progress:
+    if not config.progress(progress):
         return None
     from tqdm.auto import tqdm
 

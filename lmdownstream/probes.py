@@ -501,7 +501,7 @@ class LogisticProbeCV(LogisticProbe):
         n_iter = np.zeros((train.shape[1], len(Cs)), dtype=np.int64)
         solutions = []
         steps = range(len(Cs))
-        if self.progress:
+        if config.progress(self.progress):
             from tqdm.auto import tqdm
 
             steps = tqdm(steps, desc="LogisticProbeCV", unit="C")

@@ -493,7 +493,8 @@ def experiment_table(lm, dataset: str, n_train=None, n_test=None, seeds: int = 5
 
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=len(blocks) * seeds, desc=f"probes {name}", unit="fit", leave=False, disable=not progress)
+    bar = tqdm(total=len(blocks) * seeds, desc=f"probes {name}", unit="fit", leave=False,
+               disable=not config.progress(progress))
     rows = []
     one_thread = config.threads(1) if lm.device.type == "cpu" else contextlib.nullcontext()
     with one_thread, warnings.catch_warnings():

@@ -427,7 +427,7 @@ def train_lm(corpus: Corpus, loss: str = "xent", Phi="tied", affine: bool = Fals
     data = torch.as_tensor(corpus.ids)
     limit = contextlib.nullcontext() if threads is None else config.threads(check_int(threads, "threads"), blas=False)
     bar = None
-    if progress:
+    if config.progress(progress):
         from tqdm.auto import tqdm
 
         bar = tqdm(total=steps, initial=start, desc=f"train {loss}/{settings['Phi']}", leave=False)

@@ -16,7 +16,7 @@ def _reference_sample_xent(p, pairs):
     lambda p, pairs: float(-np.log(p[pairs[:, 0], pairs[:, 1]]).sum()),
     lambda p, pairs: float(-np.log2(p[pairs[:, 0], pairs[:, 1]]).mean()),
 ])
-def check_sample_xent(sample_xent, n_cases: int = 5, seed: int = 0) -> bool:
+def check_sample_xent(sample_xent, n_cases: int = 5, seed: int = 0) -> None:
     """Check ``sample_xent(p, pairs) -> float``: the mean of ``-log p[s, w]`` over the (s, w) rows of ``pairs``."""
     rng = np.random.default_rng(seed)
     for case in range(n_cases):
@@ -46,7 +46,7 @@ def _reference_blur(q, alpha):
     lambda q, a: a**2 / 2 * float(((1 / len(q) - q) ** 2 * len(q)).sum()),
     lambda q, a: float((q * np.log(q / ((1 - a) * q + a / len(q)))).sum()),
 ])
-def check_blur_excess(blur_excess_approx, n_cases: int = 5, seed: int = 0) -> bool:
+def check_blur_excess(blur_excess_approx, n_cases: int = 5, seed: int = 0) -> None:
     """Check ``blur_excess_approx(q, alpha) -> float``: the small-alpha value alpha²/2 · chi²(u‖q) of KL(q‖(1-alpha)q + alpha u)."""
     rng = np.random.default_rng(seed)
     for case in range(n_cases):

@@ -31,7 +31,7 @@ def _entropy(q, log=np.log):
     # entropy of the weights themselves, not of the class distribution
     lambda y, w: _entropy(np.asarray(w) / np.sum(w)),
 ])
-def check_prior_entropy(prior_entropy, n_cases: int = 6, seed: int = 0) -> bool:
+def check_prior_entropy(prior_entropy, n_cases: int = 6, seed: int = 0) -> None:
     """Check ``prior_entropy(y, weights) -> float``: the entropy in nats of pi_c = sum of the weights w_s with y_s = c.
 
     ``y`` holds labels in {0, 1} and ``weights`` a distribution over the contexts (it sums to 1). The last
@@ -128,7 +128,7 @@ _HINTS = {
     # second differences of the values, not divided by the grid spacing
     lambda Bs, taus, tol: bool(np.all(np.diff(taus) <= tol) and np.all(np.diff(taus, n=2) >= -tol)),
 ])
-def check_is_convex_decreasing(is_convex_decreasing, n_rounds: int = 3, seed: int = 0) -> bool:
+def check_is_convex_decreasing(is_convex_decreasing, n_rounds: int = 3, seed: int = 0) -> None:
     """Check ``is_convex_decreasing(Bs, taus, tol) -> bool`` on convex/non-convex, increasing/decreasing grids.
 
     Each round has six sequences: three convex non-increasing ones (an even grid, an uneven

@@ -20,7 +20,7 @@ def _reference_result_a_bound(tau, eps, B, gamma=1.0, lipschitz=1.0):
     # B not squared under the root
     lambda tau, eps, B, gamma=1.0, lipschitz=1.0: tau + lipschitz * np.sqrt(2 * B * eps / gamma),
 ])
-def check_result_a_bound(result_a_bound, n_cases: int = 6, seed: int = 0) -> bool:
+def check_result_a_bound(result_a_bound, n_cases: int = 6, seed: int = 0) -> None:
     """Check ``result_a_bound(tau, eps, B, gamma=1.0, lipschitz=1.0) -> float``: tau + L·B·sqrt(2 eps / gamma).
 
     Each case calls it with all five arguments, then with the defaults (``gamma = lipschitz = 1``),
@@ -79,7 +79,7 @@ def _reference_half_range(v):
     # the midpoint (the best shift c), not the half range
     lambda v: 0.5 * float(np.max(v) + np.min(v)),
 ])
-def check_half_range(half_range, n_cases: int = 6, seed: int = 0) -> bool:
+def check_half_range(half_range, n_cases: int = 6, seed: int = 0) -> None:
     """Check ``half_range(v) -> float``: (max_w v_w - min_w v_w) / 2, for vectors of mixed, positive and negative signs."""
     rng = np.random.default_rng(seed)
     what = "half_range(v)"

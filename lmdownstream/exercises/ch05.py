@@ -29,7 +29,7 @@ def _naive_softmax(logits, axis=1):
     # returned the transpose, (d, n)
     lambda theta, Phi: _reference_conditional_mean(theta, Phi).T,
 ])
-def check_conditional_mean_features(conditional_mean_features, n_cases: int = 6, seed: int = 0) -> bool:
+def check_conditional_mean_features(conditional_mean_features, n_cases: int = 6, seed: int = 0) -> None:
     """Check ``conditional_mean_features(theta, Phi) -> (n, d)``: row i is Φ softmax(Φᵀθ_i), stable for large logits.
 
     The first cases have logits of order one; the last two have logits in the thousands, where

@@ -41,7 +41,7 @@ def _log_z(theta, Phi):
     lambda theta, Phi: (np.log(Phi.shape[1]) + theta @ Phi.mean(axis=1)
                         + 0.5 * theta @ np.cov(Phi, bias=True) @ theta.T),
 ])
-def check_gaussian_log_z(gaussian_log_z, n_cases: int = 5, seed: int = 0) -> bool:
+def check_gaussian_log_z(gaussian_log_z, n_cases: int = 5, seed: int = 0) -> None:
     """Check ``gaussian_log_z(theta, Phi) -> (n,)``: log V + θᵀμ̂ + ½ θᵀΣ̂θ, with μ̂, Σ̂ the mean and
     biased covariance of the columns of Phi."""
     rng = np.random.default_rng(seed)
@@ -116,7 +116,7 @@ def _fit_with(theta, log_Z, diag_weight=0.5, off_weight=1.0, symmetric=True, con
     lambda theta, log_Z: _fit_with(theta, log_Z, symmetric=False),        # only the upper triangle of A
     lambda theta, log_Z: _fit_with(theta, log_Z, constant=False),         # no column of ones
 ])
-def check_fit_quadratic_log_z(fit_quadratic_log_z, n_cases: int = 4, seed: int = 0) -> bool:
+def check_fit_quadratic_log_z(fit_quadratic_log_z, n_cases: int = 4, seed: int = 0) -> None:
     """Check ``fit_quadratic_log_z(theta, log_Z) -> (A, b, c)``: the least-squares quadratic
     ½θᵀAθ + bᵀθ + c through the points, with A symmetric.
 

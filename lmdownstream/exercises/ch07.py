@@ -16,7 +16,7 @@ def _reference_calibrated(scores):
     lambda s: (np.asarray(s) - np.asarray(s).mean(axis=1, keepdims=True)).argmax(axis=1),
     lambda s: (np.asarray(s) - np.asarray(s).mean(axis=0, keepdims=True)).argmin(axis=1),
 ])
-def check_calibrated_predictions(calibrated_predictions, n_cases: int = 6, seed: int = 0) -> bool:
+def check_calibrated_predictions(calibrated_predictions, n_cases: int = 6, seed: int = 0) -> None:
     """Check ``calibrated_predictions(scores) -> (n,) ints``: argmax over classes of the scores minus each class's mean over texts."""
     rng = np.random.default_rng(seed)
     for case in range(n_cases):

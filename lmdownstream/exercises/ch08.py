@@ -32,7 +32,7 @@ def _shape_hint(got, n, d, what, how):
     lambda Phi, p_star: np.linalg.solve(Phi @ Phi.T, 2 * Phi @ p_star.T).T,       # factor 2
     lambda Phi, p_star: np.linalg.solve(Phi @ Phi.T, Phi @ p_star.T),             # forgot the transpose
 ])
-def check_quad_minimiser(quad_minimiser, n_cases: int = 5, seed: int = 0) -> bool:
+def check_quad_minimiser(quad_minimiser, n_cases: int = 5, seed: int = 0) -> None:
     """Check ``quad_minimiser(Phi, p_star) -> (n, d)``: ``θ*_s = (ΦΦᵀ)⁻¹ Φ p*(·|s)`` for every context (row of p_star)."""
     rng = np.random.default_rng(seed)
     for case in range(n_cases):
@@ -85,7 +85,7 @@ def _gd_loop(Phi, p_star, lr, steps, sign=1.0, with_target=True):
     lambda Phi, p_star, lr, steps: _reference_quad_minimiser(Phi, p_star),               # returned θ*
     lambda Phi, p_star, lr, steps: _gd_loop(Phi, p_star, lr, steps, with_target=False),  # dropped Φp*
 ])
-def check_gd_quad_features(gd_quad_features, n_cases: int = 5, seed: int = 0) -> bool:
+def check_gd_quad_features(gd_quad_features, n_cases: int = 5, seed: int = 0) -> None:
     """Check ``gd_quad_features(Phi, p_star, lr, steps) -> (n, d)``: ``steps`` steps of
     θ ← θ − lr (ΦΦᵀθ − Φp*) from θ = 0, for all contexts at once."""
     rng = np.random.default_rng(seed)
@@ -132,7 +132,7 @@ def _reference_quad_gram(F, Phi, targets):
     lambda F, Phi, t: float(np.sum(0.5 * np.einsum("nd,de,ne->n", F, Phi @ Phi.T, F) - np.einsum("nd,dn->n", F, Phi[:, t]))),  # sum
     lambda F, Phi, t: float(np.mean(0.5 * (F ** 2).sum(1) - np.einsum("nd,dn->n", F, Phi[:, t]))),  # dropped Φ
 ])
-def check_quad_loss_gram(quad_loss_gram, n_cases: int = 5, seed: int = 0) -> bool:
+def check_quad_loss_gram(quad_loss_gram, n_cases: int = 5, seed: int = 0) -> None:
     """Check ``quad_loss_gram(F, Phi, targets) -> float``: the mean sample Quad loss
     ``mean_i [-f_iᵀφ_{w_i} + ½ f_iᵀ(ΦΦᵀ)f_i]`` for features F (n, d), embeddings Phi (d, V) and word ids (n,)."""
     rng = np.random.default_rng(seed)
